@@ -1,0 +1,15 @@
+"""visual-heads: find the attention heads through which a multimodal LLM looks at an image.
+
+Modules, one job each:
+    env       switches read from the environment (fast mode, figure folder, device)
+    models    the paper's model registry and `load()` (4-bit/8-bit on CUDA, CPU fallback)
+    offline   random-weight models of each architecture's real geometry, built without network
+    capture   per-head attention rows through transformers' attention registry; head masking
+    layout    image-token and box-region token positions following the processor's geometry
+    metrics   attention weight, concentration, region scores, detection, agreement
+    data      benchmark loaders, the paper's prompts, answer scoring
+    plots     figures saved as PNG and PDF
+    notebooks execute the numbered notebooks; check that committed ones carry no outputs
+"""
+
+__version__ = "0.1.0"

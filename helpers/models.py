@@ -1,0 +1,446 @@
+"""The paper's nine models, and one call to load any of them (or a local Hugging Face folder).
+
+    model, processor = load("llava-v1.5-7b", quantization="4bit")     # Colab GPU
+    model, processor = load("data/toy-a1")                            # local folder, CPU
+
+``load`` attaches the model's :class:`ModelSpec` as ``model.vh_spec``; :func:`spec_of` reads it
+(or derives one from the config for models loaded elsewhere).
+
+Quantization choice (documented, a parameter): bitsandbytes NF4 with double quantization on the
+language model's linear layers only. The vision tower, the multimodal projector and ``lm_head``
+stay in the compute dtype (``DEFAULT_SKIP_MODULES``): they are small (about 0.3 B parameters for
+CLIP ViT-L/14-336) and the image features every head attends to come from them, so quantizing
+them would change the very signal we measure. The compute dtype is bf16 on GPUs that support it
+and fp16 on those that do not (T4); fp16 can overflow, and a NaN/inf guard turns that into an
+error that says what to change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .env import default_device
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+
+def stage_bounds(n_layers: int) -> tuple[int, int]:
+    """First layer of the middle and of the late stage.
+
+    The released code splits 32 layers as 0-9 / 10-19 / 20-31 and 40 layers as 0-12 / 13-26 / 27-39;
+    those two are kept exactly. Other depths (toy models) use ``round(L/3)``, ``round(2L/3)``.
+    """
+    known = {32: (10, 20), 40: (13, 27)}
+    if n_layers in known:
+        return known[n_layers]
+    if n_layers < 3:
+        raise ValueError(f"need at least 3 layers to split into stages, got {n_layers}")
+    return round(n_layers / 3), round(2 * n_layers / 3)
+
+
+SYSTEM_VICUNA = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+
+# Each template has one ``{prompt}`` slot; the prompt itself starts with ``<image>\n`` (data.py).
+TEMPLATES = {
+    "vicuna_v1": "USER: {prompt} ASSISTANT:",
+    "vicuna_v1_system": SYSTEM_VICUNA + " USER: {prompt} ASSISTANT:",
+    "mistral_instruct": "[INST] {prompt} [/INST]",
+    "vip_llava": SYSTEM_VICUNA + "###Human: {prompt}###Assistant:",
+    "llama3": "<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "phi3": "<|user|>\n{prompt}<|end|>\n<|assistant|>\n",
+}
+
+CLIP_L_336 = {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
+              "num_hidden_layers": 24, "image_size": 336, "patch_size": 14}
+ANYRES_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the project needs to know about one model.
+
+    ``architecture`` is the transformers model type of the whole model (``llava``, ``llava_next``,
+    ``vipllava``); ``text_model_type`` that of the language model. ``image_tokens`` is 576 for the
+    fixed 24x24 grid and ``None`` for LLaVA-NeXT's anyres layout, whose count depends on the image.
+    ``revision`` is a hub commit; ``revision_verified`` says whether that commit was checked
+    against the hub (no hub is reachable where this registry was written; ``load`` records the
+    commit it actually resolved in ``model.config._commit_hash``).
+    """
+
+    name: str
+    hub_id: str
+    paper_checkpoint: str
+    family: str
+    backbone: str
+    architecture: str
+    text_model_type: str
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    image_layout: str  # "fixed" or "anyres"
+    image_tokens: int | None
+    template: str
+    revision: str = "main"
+    revision_verified: bool = False
+    vision_feature_layer: int | tuple[int, ...] = -2
+    rope_theta: float = 10000.0
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def stages(self) -> tuple[range, range, range]:
+        """Layer ranges of the early, middle and late stage."""
+        a, b = stage_bounds(self.layers)
+        return range(0, a), range(a, b), range(b, self.layers)
+
+    @property
+    def prompt_template(self) -> str:
+        """The chat template string with one ``{prompt}`` slot."""
+        return TEMPLATES[self.template]
+
+    def format_prompt(self, prompt: str) -> str:
+        """Wrap a user prompt (which starts with ``<image>\\n``) in this model's chat template."""
+        return self.prompt_template.format(prompt=prompt)
+
+
+def _spec(**kw: Any) -> ModelSpec:
+    return ModelSpec(**kw)
+
+
+_VICUNA_7B = {"layers": 32, "heads": 32, "kv_heads": 32, "head_dim": 128, "hidden_size": 4096,
+              "intermediate_size": 11008, "text_model_type": "llama"}
+_VICUNA_13B = {"layers": 40, "heads": 40, "kv_heads": 40, "head_dim": 128, "hidden_size": 5120,
+               "intermediate_size": 13824, "text_model_type": "llama"}
+
+REGISTRY: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        _spec(name="llava-v1.5-7b", hub_id="llava-hf/llava-1.5-7b-hf", paper_checkpoint="liuhaotian/llava-v1.5-7b",
+              family="llama2-vicuna", backbone="Vicuna-7B v1.5", architecture="llava", vocab_size=32064,
+              image_layout="fixed", image_tokens=576, template="vicuna_v1", **_VICUNA_7B),
+        _spec(name="llava-v1.5-13b", hub_id="llava-hf/llava-1.5-13b-hf",
+              paper_checkpoint="liuhaotian/llava-v1.5-13b", family="llama2-vicuna", backbone="Vicuna-13B v1.5",
+              architecture="llava", vocab_size=32064, image_layout="fixed", image_tokens=576,
+              template="vicuna_v1", **_VICUNA_13B),
+        _spec(name="llava-v1.6-vicuna-7b", hub_id="llava-hf/llava-v1.6-vicuna-7b-hf",
+              paper_checkpoint="liuhaotian/llava-v1.6-vicuna-7b", family="llama2-vicuna",
+              backbone="Vicuna-7B v1.5", architecture="llava_next", vocab_size=32064, image_layout="anyres",
+              image_tokens=None, template="vicuna_v1_system", **_VICUNA_7B),
+        _spec(name="llava-v1.6-vicuna-13b", hub_id="llava-hf/llava-v1.6-vicuna-13b-hf",
+              paper_checkpoint="liuhaotian/llava-v1.6-vicuna-13b", family="llama2-vicuna",
+              backbone="Vicuna-13B v1.5", architecture="llava_next", vocab_size=32064, image_layout="anyres",
+              image_tokens=None, template="vicuna_v1_system", **_VICUNA_13B),
+        _spec(name="llava-v1.6-mistral-7b", hub_id="llava-hf/llava-v1.6-mistral-7b-hf",
+              paper_checkpoint="liuhaotian/llava-v1.6-mistral-7b", family="mistral",
+              backbone="Mistral-7B-Instruct v0.2", architecture="llava_next", text_model_type="mistral",
+              layers=32, heads=32, kv_heads=8, head_dim=128, hidden_size=4096, intermediate_size=14336,
+              vocab_size=32064, image_layout="anyres", image_tokens=None, template="mistral_instruct",
+              rope_theta=1000000.0),
+        _spec(name="vip-llava-7b", hub_id="llava-hf/vip-llava-7b-hf", paper_checkpoint="mucai/vip-llava-7b",
+              family="llama2-vicuna", backbone="Vicuna-7B v1.5", architecture="vipllava", vocab_size=32064,
+              image_layout="fixed", image_tokens=576, template="vip_llava",
+              vision_feature_layer=(-2, -5, -8, -11, 6), **_VICUNA_7B),
+        _spec(name="vip-llava-13b", hub_id="llava-hf/vip-llava-13b-hf", paper_checkpoint="mucai/vip-llava-13b",
+              family="llama2-vicuna", backbone="Vicuna-13B v1.5", architecture="vipllava", vocab_size=32064,
+              image_layout="fixed", image_tokens=576, template="vip_llava",
+              vision_feature_layer=(-2, -5, -8, -11, 6), **_VICUNA_13B),
+        _spec(name="llava-1.5-llama-3-8b", hub_id="xtuner/llava-llama-3-8b-v1_1-transformers",
+              paper_checkpoint="mucai/llava-1.5-llama-3-8b", family="llama3", backbone="Llama-3-8B-Instruct",
+              architecture="llava", text_model_type="llama", layers=32, heads=32, kv_heads=8, head_dim=128,
+              hidden_size=4096, intermediate_size=14336, vocab_size=128320, image_layout="fixed",
+              image_tokens=576, template="llama3", rope_theta=500000.0,
+              note="closest Hugging Face-format checkpoint; the paper's mucai/ checkpoint is in original "
+                   "LLaVA format and was trained on other data (xtuner's is ShareGPT4V-PT + InternVL-SFT)"),
+        _spec(name="llava-1.5-phi-3-mini", hub_id="xtuner/llava-phi-3-mini-hf",
+              paper_checkpoint="mucai/llava-1.5-phi-3-mini-3.8B", family="phi3", backbone="Phi-3-mini-4k-instruct",
+              architecture="llava", text_model_type="llama", layers=32, heads=32, kv_heads=32, head_dim=96,
+              hidden_size=3072, intermediate_size=8192, vocab_size=32064, image_layout="fixed",
+              image_tokens=576, template="phi3", revision="4895eb736a5d05267826a2ad22df9305423399fb",
+              note="closest Hugging Face-format checkpoint (xtuner converted Phi-3 to the Llama layout); the "
+                   "paper's mucai/ checkpoint is in original LLaVA format. The pinned commit is a README "
+                   "update seen in the hub's history, not checked against the weights"),
+    ]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what to do."""
+
+
+class NumericsError(FloatingPointError):
+    """NaN or inf in a model's logits; the message says what to change."""
+
+
+def resolve(name_or_path: str | Path) -> tuple[ModelSpec | None, str]:
+    """Map a registry name, a hub id or a local folder to ``(spec or None, source to load from)``.
+
+    Raises :class:`ModelLoadError` for an unknown name or a folder that is not a model.
+    """
+    key = str(name_or_path)
+    if key in REGISTRY:
+        return REGISTRY[key], REGISTRY[key].hub_id
+    for spec in REGISTRY.values():
+        if key in (spec.hub_id, spec.paper_checkpoint):
+            if key == spec.paper_checkpoint:
+                raise ModelLoadError(
+                    f"{key!r} is in the original LLaVA format, which transformers cannot load; "
+                    f"use {spec.name!r} (loads {spec.hub_id})")
+            return spec, key
+    path = Path(key).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{str(path)!r} is a folder but not a Hugging Face model: it has no config.json. Point to a folder "
+                "made by save_pretrained (e.g. data/toy-a1) or use a registry name: " + ", ".join(REGISTRY))
+        return None, str(path)
+    if path.exists():
+        raise ModelLoadError(f"{str(path)!r} is a file, not a model folder or a registry name")
+    known = ", ".join(REGISTRY)
+    raise ModelLoadError(
+        f"unknown model {key!r}. Known models: {known}. A local Hugging Face folder works too "
+        "(path must exist); other hub ids of LLaVA-family models load with their config's geometry.")
+
+
+def estimate_gib(spec: ModelSpec, quantization: str | None) -> float:
+    """Rough memory to hold the weights, in GiB (language model quantized, vision tower 16-bit)."""
+    h, i, L = spec.hidden_size, spec.intermediate_size, spec.layers
+    attn = h * spec.heads * spec.head_dim * 2 + h * spec.kv_heads * spec.head_dim * 2
+    lm = L * (attn + 3 * h * i)
+    embed = 2 * spec.vocab_size * h
+    bytes_per = {None: 2.0, "8bit": 1.0, "4bit": 0.56}[quantization]
+    vision = 0.31e9 * 2
+    return (lm * bytes_per + embed * 2 + vision) / 2**30
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def compute_dtype(device: str) -> torch.dtype:
+    """bf16 where the device supports it (CPU, Ampere+ GPUs), fp16 on older GPUs (T4, V100)."""
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def bitsandbytes_problem(device: str) -> str | None:
+    """Why bitsandbytes cannot quantize on ``device``, or ``None`` if a 4-bit round trip works there."""
+    try:
+        import bitsandbytes.functional as bnbf
+    except Exception as err:  # ImportError, or a broken native library
+        return f"bitsandbytes does not import ({err.__class__.__name__}: {err}); `pip install bitsandbytes`"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "no CUDA device is visible"
+    try:
+        x = torch.randn(64, 64, device=device, dtype=torch.bfloat16)
+        q, state = bnbf.quantize_4bit(x, quant_type="nf4")
+        bnbf.dequantize_4bit(q, state)
+    except Exception as err:
+        return f"bitsandbytes cannot run 4-bit kernels on {device!r} ({err.__class__.__name__}: {err})"
+    return None
+
+
+def quantization_config(quantization: str, device: str, skip_modules: tuple[str, ...]) -> Any:
+    """The ``BitsAndBytesConfig`` for ``"4bit"`` (NF4, double quant) or ``"8bit"`` (LLM.int8)."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype(device),
+                                  llm_int8_skip_modules=list(skip_modules))
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(skip_modules))
+    raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
+
+
+DEFAULT_SKIP_MODULES = ("vision_tower", "multi_modal_projector", "lm_head")
+
+
+def load(name_or_path: str | Path, quantization: str | None = None, device: str | None = None,
+         dtype: torch.dtype | None = None, attn_implementation: str = "sdpa",
+         skip_modules: tuple[str, ...] = DEFAULT_SKIP_MODULES, check: bool = True) -> tuple[Any, Any]:
+    """Load a model and its processor: a registry name, a hub id or a local Hugging Face folder.
+
+    Args:
+        name_or_path: a key of :data:`REGISTRY`, a hub id, or a folder made by ``save_pretrained``.
+        quantization: ``None``, ``"4bit"`` (bitsandbytes NF4) or ``"8bit"``.
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``; default CUDA when visible, else CPU.
+        dtype: weights dtype when not quantized (default fp16/bf16 on CUDA, fp32 on CPU).
+        attn_implementation: the kernel the model runs with; capture keeps it (``helpers.capture``).
+        skip_modules: modules kept unquantized (see the module docstring).
+        check: run a 4-token text forward and raise :class:`NumericsError` on NaN/inf logits.
+
+    Returns ``(model, processor)`` with ``model.eval()`` and ``model.vh_spec`` set.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    spec, source = resolve(name_or_path)
+    device = device or default_device()
+    revision = spec.revision if spec is not None else None
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": False,
+                              "attn_implementation": attn_implementation}
+    if quantization is not None:
+        problem = bitsandbytes_problem(device)
+        if problem:
+            size = f" (~{estimate_gib(spec, None):.0f} GiB in 16-bit)" if spec else ""
+            raise ModelLoadError(
+                f"quantization={quantization!r} needs bitsandbytes on {device!r}, but {problem}. Load with "
+                f"quantization=None{size}, or run on a CUDA GPU (Colab: Runtime > Change runtime type > GPU).")
+        kwargs["quantization_config"] = quantization_config(quantization, device, skip_modules)
+        kwargs["dtype"] = compute_dtype(device)
+        kwargs["device_map"] = {"": device}
+    else:
+        kwargs["dtype"] = dtype or (compute_dtype(device) if device.startswith("cuda") else torch.float32)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=False)
+    except torch.cuda.OutOfMemoryError as err:
+        raise ModelLoadError(_oom_advice(spec, quantization, device)) from err
+    except OSError as err:
+        raise ModelLoadError(
+            f"could not load {source!r} ({err}). Without network, only local folders load: use a toy model in "
+            "data/ or one built by helpers.offline.save(...)") from err
+    if quantization is None:
+        model.to(device)
+    model.eval()
+    model.vh_spec = spec or spec_from_config(model.config, Path(source))
+    processor.tokenizer.padding_side = "left"
+    if check:
+        check_finite(_probe_logits(model, processor), what=f"{model.vh_spec.name} after loading")
+    return model, processor
+
+
+def _oom_advice(spec: ModelSpec | None, quantization: str | None, device: str) -> str:
+    free = torch.cuda.mem_get_info()[0] / 2**30 if torch.cuda.is_available() else float("nan")
+    if spec is None:
+        return f"out of memory on {device} while loading ({free:.1f} GiB free): try quantization='4bit'"
+    need = {q: estimate_gib(spec, q) for q in (None, "8bit", "4bit")}
+    fits = [q or "16-bit" for q, gib in need.items() if gib * 1.15 < free]
+    return (f"out of memory on {device} loading {spec.name} with quantization={quantization!r}: weights need "
+            f"~{need[quantization]:.1f} GiB, {free:.1f} GiB free. 16-bit ~{need[None]:.0f} GiB, 8-bit "
+            f"~{need['8bit']:.0f} GiB, 4-bit ~{need['4bit']:.1f} GiB. "
+            + (f"Fits here: {', '.join(fits)}." if fits else "Use a GPU with more memory (a 16 GiB T4 fits 4-bit "
+                                                              "7B/8B; 13B in 4-bit needs ~9 GiB)."))
+
+
+def _probe_logits(model: Any, processor: Any) -> torch.Tensor:
+    ids = processor.tokenizer("a b c", return_tensors="pt").input_ids.to(model.device)
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def check_finite(logits: torch.Tensor, what: str = "logits") -> None:
+    """Raise :class:`NumericsError` if ``logits`` holds NaN or inf, saying what to change."""
+    if torch.isfinite(logits).all():
+        return
+    bad = (~torch.isfinite(logits)).sum().item()
+    raise NumericsError(
+        f"{bad} NaN/inf values in {what} (dtype {logits.dtype}). On GPUs without bf16 (T4, V100) fp16 "
+        "activations can overflow: load with quantization='8bit', or quantization=None with dtype=torch.float32 "
+        "on a larger GPU; on bf16 GPUs, check that the checkpoint is not corrupt.")
+
+
+def spec_from_config(config: Any, folder: Path | None = None) -> ModelSpec:
+    """A :class:`ModelSpec` derived from a loaded config (local folders, other hub ids).
+
+    A ``visual_heads.json`` in the folder can set ``name``, ``family``, ``template`` and ``note``
+    (the toy models ship one); otherwise the template follows the architecture's closest registry entry.
+    """
+    text = config.text_config
+    meta = {}
+    if folder is not None and (folder / "visual_heads.json").is_file():
+        meta = json.loads((folder / "visual_heads.json").read_text())
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    vision = config.vision_config
+    fixed = config.model_type != "llava_next"
+    grid = (vision.image_size // vision.patch_size) ** 2
+    default_template = {"llava_next": "vicuna_v1_system", "vipllava": "vip_llava"}.get(config.model_type,
+                                                                                        "vicuna_v1")
+    return ModelSpec(
+        name=meta.get("name", folder.name if folder else config.model_type), hub_id=str(folder or ""),
+        paper_checkpoint=meta.get("paper_checkpoint", ""), family=meta.get("family", "unknown"),
+        backbone=meta.get("backbone", text.model_type), architecture=config.model_type,
+        text_model_type=text.model_type, layers=text.num_hidden_layers, heads=heads,
+        kv_heads=getattr(text, "num_key_value_heads", heads) or heads, head_dim=head_dim,
+        hidden_size=text.hidden_size, intermediate_size=text.intermediate_size, vocab_size=text.vocab_size,
+        image_layout="fixed" if fixed else "anyres", image_tokens=grid if fixed else None,
+        template=meta.get("template", default_template), revision="local", note=meta.get("note", ""),
+        vision_feature_layer=tuple(getattr(config, "vision_feature_layers", ())) or config.vision_feature_layer,
+    )
+
+
+def spec_of(model: Any) -> ModelSpec:
+    """The :class:`ModelSpec` of a model: the one ``load`` attached, else derived from its config."""
+    spec = getattr(model, "vh_spec", None)
+    return spec if spec is not None else spec_from_config(model.config)
+
+
+def decoder_layers(model: Any) -> list[Any]:
+    """The language model's decoder layers, ``[layers]`` modules each with ``.self_attn``."""
+    return list(model.model.language_model.layers)
+
+
+def memory_footprint_gib(model: Any) -> float:
+    """Bytes held by the model's parameters and buffers, in GiB."""
+    return model.get_memory_footprint() / 2**30
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded default
+
+GPU_DEFAULT = "llava-v1.5-7b"
+
+
+def embedded_default() -> Path:
+    """Folder of the CPU default model: the first trained toy model in ``data/`` when present,
+    else a tiny random-weight LLaVA-1.5 built offline into ``build/offline/`` (a stand-in whose
+    figures show code paths, not findings; notebooks say which one ran)."""
+    from .env import DATA_DIR, REPO_ROOT
+
+    toys = sorted(p for p in DATA_DIR.glob("toy-*") if (p / "config.json").is_file())
+    if toys:
+        return toys[0]
+    folder = REPO_ROOT / "build" / "offline" / "llava-v1.5-7b-tiny-random"
+    if not (folder / "config.json").is_file():
+        from .offline import save
+
+        save("llava-v1.5-7b", folder, tiny=True, layers=4)
+    return folder
+
+
+def load_default(model: str | None = None, device: str | None = None,
+                 quantization: str | None = "auto") -> tuple[Any, Any]:
+    """Load what a notebook's parameters ask for; ``model=None`` picks by hardware.
+
+    On CUDA: ``model`` or :data:`GPU_DEFAULT`, 4-bit unless ``quantization`` says otherwise.
+    On CPU: ``model`` or :func:`embedded_default`, unquantized. Prints what was loaded.
+    """
+    device = device or default_device()
+    on_gpu = device.startswith("cuda")
+    name = model or (GPU_DEFAULT if on_gpu else embedded_default())
+    if quantization == "auto":
+        quantization = "4bit" if on_gpu and (str(name) in REGISTRY or "/" in str(name)) and not Path(
+            str(name)).is_dir() else None
+    loaded = load(name, quantization=quantization, device=device)
+    spec = loaded[0].vh_spec
+    print(f"loaded {spec.name} on {device} (quantization={quantization}; {spec.layers} layers x {spec.heads} "
+          f"heads, {spec.kv_heads} kv heads){' - ' + spec.note if spec.note else ''}")
+    return loaded
