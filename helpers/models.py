@@ -270,7 +270,7 @@ def quantization_config(quantization: str, device: str, skip_modules: tuple[str,
     raise ValueError(f"quantization must be None, '4bit' or '8bit', got {quantization!r}")
 
 
-DEFAULT_SKIP_MODULES = ("vision_tower", "multi_modal_projector", "lm_head")
+DEFAULT_SKIP_MODULES = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
 
 
 def load(name_or_path: str | Path, quantization: str | None = None, device: str | None = None,
