@@ -163,15 +163,23 @@ def line_width(size: tuple[int, int]) -> int:
 
 def draw_boxes(image: Image.Image, boxes: Sequence[Box], color: tuple[int, int, int] = BOX_COLOR,
                width: int | None = None) -> Image.Image:
-    """A copy of ``image`` with a rectangle outline around each pixel box ``(x1, y1, x2, y2)``.
+    """A copy of ``image`` with a red rectangle of ``width`` pixels drawn just outside each box.
 
-    ``width`` defaults to :func:`line_width`; PIL draws the outline inside the box edges.
+    Boxes are pixel ``(x1, y1, x2, y2)`` with ``x2``/``y2`` exclusive (rounded to whole pixels); the
+    outline covers ``x1 - width .. x1 - 1`` etc., clamped to the image, so the object itself stays
+    visible. ``width`` defaults to the paper's :func:`line_width`. This is the same drawing as
+    :func:`helpers.shapes.render` with ``draw_box=True`` (the toy models are trained on it).
     """
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
-    width = line_width(out.size) if width is None else width
-    for x1, y1, x2, y2 in boxes:
-        draw.rectangle((round(x1), round(y1), round(x2), round(y2)), outline=color, width=width)
+    lw = line_width(out.size) if width is None else int(width)
+    if lw < 1:
+        raise ValueError(f"line width must be at least 1, got {width}")
+    W, H = out.size
+    for box in boxes:
+        x1, y1, x2, y2 = (round(v) for v in box)
+        draw.rectangle([max(0, x1 - lw), max(0, y1 - lw), min(W - 1, x2 - 1 + lw), min(H - 1, y2 - 1 + lw)],
+                       outline=color, width=lw)
     return out
 
 
