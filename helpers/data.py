@@ -455,17 +455,20 @@ def load_rows(benchmark: str, data_files: str | Path | Sequence[str | Path] | No
             if "://" not in f and not Path(f).is_file():
                 raise FileNotFoundError(f"{benchmark}: data file {f} does not exist")
         builder = "parquet" if files[0].endswith(".parquet") else "json"
-        rows = datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir)
-        where = ", ".join(files)
+        args, kwargs, where = (builder,), {"data_files": files, "split": "train"}, ", ".join(files)
     elif hub.data_file is not None:
-        rev = revision or hub.revision
-        url = f"hf://datasets/{hub.repo}@{rev}/{hub.data_file}"
-        rows = datasets.load_dataset("json", data_files=url, split="train", cache_dir=cache_dir)
-        where = url
+        where = f"hf://datasets/{hub.repo}@{revision or hub.revision}/{hub.data_file}"
+        args, kwargs = ("json",), {"data_files": where, "split": "train"}
     else:
-        rows = datasets.load_dataset(hub.repo, hub.config, split=hub.split, revision=revision or hub.revision,
-                                     cache_dir=cache_dir)
-        where = f"{hub.repo} ({hub.config or 'default'}/{hub.split})"
+        args = (hub.repo, hub.config)
+        kwargs = {"split": hub.split, "revision": revision or hub.revision}
+        where = f"{hub.repo} ({hub.config or 'default'}/{hub.split} at {revision or hub.revision})"
+    try:
+        rows = datasets.load_dataset(*args, cache_dir=cache_dir, **kwargs)
+    except (StopIteration, ValueError) as err:  # how `datasets` reports an empty file
+        if isinstance(err, StopIteration) or "corresponds to no data" in str(err):
+            raise EmptySplitError(f"{benchmark}: {where} holds no rows") from err
+        raise
     if len(rows) == 0:
         raise EmptySplitError(f"{benchmark}: {where} holds no rows")
     return rows
