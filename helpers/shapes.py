@@ -14,8 +14,10 @@ holds, and the three question kinds differ only in how they name it:
 Design choices (parameters of :func:`make_scene`): counts of the target type are uniform in
 ``1..max_count`` (chance = ``1/max_count`` for a model that ignores the image); every scene has
 distractor groups that share the target's colour or its kind, so that both attributes must be
-read. Colours avoid red, the colour of the drawn box. Cells are aligned to the image so that with
-``size = 28 * grid`` pixels and 14-pixel patches each shape covers exactly 2x2 patches.
+read. Colours avoid red, the colour of the drawn box. Default: 112x112 pixels on an 8x8 grid, so that
+each shape and its drawn box lie inside one 14-pixel patch of a 112-pixel vision tower (the toy
+models, ``helpers.toy``); any size whose cells hold a patch-aligned grid keeps that property after
+resizing (e.g. 336 px, grid 8: 42-pixel cells, 3x3 patches of a 336-pixel CLIP).
 
 Box convention: ``(x1, y1, x2, y2)`` in pixels with ``x2``/``y2`` exclusive, as PointQA's
 ``bboxes`` (pixel corners). The visual prompt draws a red rectangle just outside the box with the
@@ -76,7 +78,7 @@ def paper_line_width(size: tuple[int, int]) -> int:
     return max(1, int(3 * max(size) / 336))
 
 
-def make_scene(rng: np.random.Generator, size: tuple[int, int] = (112, 112), grid: int = 4, max_count: int = 4,
+def make_scene(rng: np.random.Generator, size: tuple[int, int] = (112, 112), grid: int = 8, max_count: int = 4,
                distractor_groups: tuple[int, int] = (2, 3), max_distractor_count: int = 3,
                min_fill: float = 0.55) -> Scene:
     """Draw a random scene (all randomness from ``rng``; same generator state, same scene).
