@@ -323,7 +323,7 @@ def test_committed_set_is_what_the_generator_makes():
     meta = json.loads((SHAPES / "meta.json").read_text())
     assert len(committed) == meta["n"] >= 200
     for i in (0, 1, len(committed) - 1):
-        rec, image = gen.record(i, meta["seed"], tuple(meta["size"]))
+        rec, image = gen.record(i, meta["seed"], tuple(meta["size"]), meta["grid"])
         assert rec == committed[i]
         assert np.array_equal(np.asarray(image), np.asarray(Image.open(SHAPES / rec["image"]).convert("RGB")))
     answers = {r["answer"] for r in committed}
@@ -335,8 +335,8 @@ def test_embedded_set_loads_and_visual_image_is_the_training_render():
     samples = data.load_shapes(limit=4)
     assert len(samples) == 4 * 6 and {s.benchmark for s in samples} == {"shapes-pointqa"}
     meta = json.loads((SHAPES / "meta.json").read_text())
-    scene = shapes.make_scene(np.random.default_rng([meta["seed"], 0]), size=tuple(meta["size"]))
-    assert gen.record(0, meta["seed"], tuple(meta["size"]))[0]["bboxes"] == [list(scene.box)]
+    scene = shapes.make_scene(np.random.default_rng([meta["seed"], 0]), size=tuple(meta["size"]), grid=meta["grid"])
+    assert gen.record(0, meta["seed"], tuple(meta["size"]), meta["grid"])[0]["bboxes"] == [list(scene.box)]
     by_kind = {s.prompt_kind: s for s in samples if s.meta["record_id"] == "shapes-0000"}
     assert np.array_equal(np.asarray(by_kind["visual"].model_image()), np.asarray(shapes.render(scene, True)))
     assert np.array_equal(np.asarray(by_kind["plain"].model_image()), np.asarray(shapes.render(scene, False)))
