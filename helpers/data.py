@@ -18,6 +18,7 @@ Bad input raises a :class:`DataError` subclass naming the sample and what to do.
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import re
@@ -79,8 +80,8 @@ class BoxOutsideImageError(DataError):
 class Sample:
     """One benchmark question, ready for a model.
 
-    ``image`` is the image *as stored* (nothing drawn): a ``PIL.Image`` or a path opened lazily by
-    :meth:`load_image`. :meth:`model_image` is what the model sees (red boxes drawn for visual prompts).
+    ``image`` is the image *as stored* (nothing drawn): a path or the encoded bytes of an embedded image
+    (decoded lazily by :meth:`load_image`, so a split of thousands of images stays small), or a ``PIL.Image``. :meth:`model_image` is what the model sees (red boxes drawn for visual prompts).
     ``prompt`` is the user prompt (starts with ``"<image>\\n"``; apply ``spec.format_prompt``).
     ``answer`` is the gold answer in the form scoring compares: a letter (``answer_type="letter"``),
     ``"yes"``/``"no"`` (``"yes_no"``) or a count as a string (``"count"``).
@@ -102,9 +103,15 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def load_image(self) -> Image.Image:
-        """The stored image as RGB; a path is opened (and fully decoded) here."""
+        """The stored image as RGB; a path or embedded image bytes are decoded here."""
         if isinstance(self.image, Image.Image):
             return self.image.convert("RGB")
+        if isinstance(self.image, (bytes, bytearray)):
+            try:
+                with Image.open(io.BytesIO(self.image)) as image:
+                    return image.convert("RGB")
+            except (OSError, SyntaxError, ValueError) as err:
+                raise CorruptImageError(f"sample {self.id}: its embedded image cannot be decoded ({err})") from err
         return open_image(Path(self.image), self.id)
 
     def model_image(self) -> Image.Image:
@@ -471,15 +478,12 @@ def load_rows(benchmark: str, data_files: str | Path | Sequence[str | Path] | No
         raise
     if len(rows) == 0:
         raise EmptySplitError(f"{benchmark}: {where} holds no rows")
-    return rows
+    return _undecoded(rows)
 
 
 def _collect(benchmark: str, rows: Any, make: Callable[[Any, int], list[Sample]],
              on_error: OnError, limit: int | None) -> SampleList:
-    """Turn rows into samples with ``make(row, i)``, applying the ``on_error`` policy and ``limit`` (rows).
-
-    A row whose embedded image cannot be decoded raises :class:`CorruptImageError` (or is skipped).
-    """
+    """Turn rows into samples with ``make(row, i)``, applying the ``on_error`` policy and ``limit`` (rows)."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     n = len(rows) if limit is None else min(limit, len(rows))
@@ -487,13 +491,7 @@ def _collect(benchmark: str, rows: Any, make: Callable[[Any, int], list[Sample]]
     out = SampleList()
     for i in range(n):
         try:
-            try:
-                row = rows[i]
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-                sid = str(rows[id_column][i]) if id_column else f"row{i}"
-                raise CorruptImageError(f"sample {sid} (row {i}): its image cannot be decoded ({err}). "
-                                        "Pass on_error='skip' to leave it out.") from err
-            out.extend(make(row, i))
+            out.extend(make(rows[i], i))
         except DataError as err:
             if on_error == "raise":
                 raise
@@ -514,19 +512,53 @@ def _row_id(row: Any, i: int) -> str:
 
 
 def _row_image(row: dict, key: str, sample_id: str, image_folder: Path | None) -> Any:
-    """An image column that is a decoded PIL image, a list of them (first taken) or a file name."""
+    """The image of a row, checked but kept compressed: ``bytes`` (an embedded image), a ``Path``, or a
+    PIL image. The column may hold an undecoded ``{"bytes", "path"}`` struct, a list of them (the first
+    is used), a PIL image, or a file name under ``image_folder``.
+    """
     value = row.get(key)
     if isinstance(value, list):
         value = value[0] if value else None
     if isinstance(value, Image.Image):
         return value
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            check_image_bytes(value["bytes"], sample_id)
+            return bytes(value["bytes"])
+        value = value.get("path")
     if isinstance(value, str) and value:
-        if image_folder is None:
-            raise MissingImageError(f"sample {sample_id}: image {value!r} is a file name; pass image_folder")
-        path = Path(image_folder) / value
+        path = Path(value)
+        if not path.is_absolute():
+            if image_folder is None:
+                raise MissingImageError(f"sample {sample_id}: image {value!r} is a file name; pass image_folder")
+            path = Path(image_folder) / value
         check_image(path, sample_id)
         return path
     raise MissingImageError(f"sample {sample_id}: row has no image in column {key!r}")
+
+
+def check_image_bytes(blob: bytes, sample_id: str) -> tuple[int, int]:
+    """The ``(W, H)`` of an embedded (encoded) image, after the integrity check of :func:`check_image`."""
+    try:
+        with Image.open(io.BytesIO(blob)) as probe:
+            size = probe.size
+            probe.verify()
+        return size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CorruptImageError(f"sample {sample_id}: its embedded image cannot be read ({err}). "
+                                "Pass on_error='skip' to leave the sample out.") from err
+
+
+def _undecoded(rows: Any) -> Any:
+    """``rows`` with image columns left encoded (decoded one at a time by :meth:`Sample.load_image`)."""
+    import datasets
+
+    for name, feature in rows.features.items():
+        if isinstance(feature, datasets.Image):
+            rows = rows.cast_column(name, datasets.Image(decode=False))
+        elif isinstance(feature, (datasets.List, datasets.LargeList)) and isinstance(feature.feature, datasets.Image):
+            rows = rows.cast_column(name, type(feature)(datasets.Image(decode=False)))
+    return rows
 
 
 def _present(options: Iterable[Any]) -> list[str]:

@@ -135,6 +135,7 @@ def test_pope_parquet_hub_schema_filters_adversarial(tmp_path):
     assert [s.id for s in samples] == ["0", "2"]
     assert samples[0].prompt == "<image>\nIs there a dog in the image?"
     assert samples[0].answer == "yes" and samples[0].answer_type == "yes_no"
+    assert isinstance(samples[1].image, bytes), "embedded images stay encoded until used"
     assert samples[1].load_image().getpixel((0, 0)) == (3, 3, 3)
     assert len(data.load_pope(path, category=None)) == 3
     with pytest.raises(data.EmptySplitError, match="popular"):
