@@ -251,12 +251,15 @@ def fetch_image(url_base: str, relative: str, cache_dir: Path, sample_id: str) -
         return target
     url = url_base.rstrip("/") + "/" + urllib.parse.quote(relative)
     target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
     try:
         with urllib.request.urlopen(url, timeout=60) as response, tempfile.NamedTemporaryFile(
                 dir=target.parent, delete=False) as tmp:
             shutil.copyfileobj(response, tmp)
         Path(tmp.name).replace(target)
     except OSError as err:
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
         raise MissingImageError(f"sample {sample_id}: could not fetch image {url} ({err}). "
                                 "Check image_url, or download the images and pass image_folder.") from err
     return target
