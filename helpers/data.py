@@ -763,6 +763,16 @@ def _choice_sample(sid: str, row: dict, question: str, options: list[str], gold:
                   answer_type="letter", options=tuple(options), meta=meta)
 
 
+def model_inputs(samples: Sequence[Sample], spec: Any) -> tuple[list[Image.Image], list[str]]:
+    """What a processor takes for a batch: the images the model sees (boxes drawn for visual prompts) and
+    the full prompt texts (``spec.format_prompt``, the model's chat template, around each user prompt).
+
+    ``spec``: a :class:`helpers.models.ModelSpec` (e.g. ``models.spec_of(model)``). Use as
+    ``processor(images=images, text=texts, padding=True, return_tensors="pt")``.
+    """
+    return [s.model_image() for s in samples], [spec.format_prompt(s.prompt) for s in samples]
+
+
 LOADERS: dict[str, Callable[..., SampleList]] = {
     "pointqa": load_pointqa, "shapes-pointqa": load_shapes, "pope": load_pope, "mmbench": load_mmbench,
     "seed": load_seed, "qbench": load_qbench,

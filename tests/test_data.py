@@ -248,6 +248,18 @@ def test_prompts_fit_every_model_template():
         assert text.count("<image>\nIs there a dog?") == 1
 
 
+def test_model_inputs_apply_template_and_draw_boxes(vg):
+    from helpers.models import REGISTRY
+
+    path, folder, _ = vg
+    samples = data.load_pointqa(path, folder, question_kinds=["general"], limit=1)
+    images, texts = data.model_inputs(samples, REGISTRY["llava-v1.5-7b"])
+    assert texts[0] == "USER: " + samples[0].prompt + " ASSISTANT:"
+    assert [s.prompt_kind for s in samples] == ["visual", "plain"]
+    assert (np.asarray(images[0]) == data.BOX_COLOR).all(-1).any()
+    assert not (np.asarray(images[1]) == data.BOX_COLOR).all(-1).any()
+
+
 # ----------------------------------------------------------------------------------------- scoring
 @pytest.mark.parametrize("text,expected", [
     ("A", "A"), ("A.", "A"), ("(B)", "B"), (" C) a cat", "C"), ("D\n", "D"), ("Answer: C", "C"),
