@@ -23,7 +23,13 @@ def attention(draw, max_keys: int = 24):
     seed = draw(st.integers(0, 2**31 - 1))
     temp = draw(st.sampled_from([0.1, 1.0, 5.0]))
     g = torch.Generator().manual_seed(seed)
-    rows = torch.softmax(torch.randn(b, layers, heads, keys, generator=g, dtype=torch.float64) * temp, -1)
+    logits = torch.randn(b, layers, heads, keys, generator=g, dtype=torch.float64) * temp
+    sparsity = draw(st.sampled_from([0.0, 0.5, 0.9]))
+    if sparsity:  # sparse rows: exact zeros (ties), as after a causal or padding mask
+        drop = torch.rand(logits.shape, generator=g) < sparsity
+        drop[..., -1] = False
+        logits = logits.masked_fill(drop, -math.inf)
+    rows = torch.softmax(logits, -1)
     image = torch.rand(b, keys, generator=g) < 0.6
     image[:, 0] = True  # at least one image token
     return rows, image, g
@@ -37,7 +43,8 @@ def test_weight_and_concentration_lie_in_unit_interval(data):
     c = metrics.concentration(rows, image)
     assert w.shape == c.shape == rows.shape[:3]
     assert ((w >= 0) & (w <= 1 + 1e-12)).all()
-    assert ((c >= 0) & (c <= 1)).all()
+    assert torch.equal(c.isnan(), w == 0)  # W = 0: concentration undefined (NaN by default)
+    assert ((c[w > 0] >= 0) & (c[w > 0] <= 1)).all()
 
 
 @FAST
@@ -66,7 +73,7 @@ def test_scores_unchanged_when_image_tokens_are_permuted(data):
         pos = torch.nonzero(image[i]).flatten()
         permuted[i, ..., pos] = rows[i, ..., pos[torch.randperm(len(pos), generator=g)]]
     for fn in (metrics.concentration, metrics.attention_weight):
-        assert torch.allclose(fn(rows, image), fn(permuted, image), atol=1e-12)
+        assert torch.allclose(fn(rows, image), fn(permuted, image), atol=1e-12, equal_nan=True)
 
 
 @FAST
@@ -89,6 +96,19 @@ def test_scores_unchanged_by_left_padding(data, pad, k, top1, among):
     hits = metrics.detection_hits(rows, image, region, k=k, top1=top1, among=among)
     assert torch.equal(hits, metrics.detection_hits(padded, image_p, region_p, k=k, top1=top1, among=among))
     assert ((hits >= 0) & (hits <= 1)).all()
+
+
+def test_left_padding_does_not_win_ties_among_zero_keys():
+    """k larger than the number of attended keys: padding keys (exact zeros) must not displace real keys."""
+    rows = torch.tensor([[[[0.0, 0.0, 0.0, 1.0]]]])
+    image = torch.tensor([[False, True, True, True]])
+    region = torch.tensor([[False, False, True, False]])
+    pad = torch.zeros(1, 2, dtype=torch.bool)
+    padded = torch.cat([torch.zeros(1, 1, 1, 2), rows], -1)
+    hits = metrics.detection_hits(rows, image, region, k=2)
+    assert hits.item() == 0.5
+    assert torch.equal(hits, metrics.detection_hits(padded, torch.cat([pad, image], -1), torch.cat([pad, region], -1),
+                                                    k=2))
 
 
 def test_edge_cases_of_concentration():
