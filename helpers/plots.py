@@ -63,3 +63,41 @@ def pointqa_examples(samples: list, n_records: int = 3, title: str | None = None
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def attention_vs_concentration(results: list, only_correct: bool = False, share_axes: bool = True,
+                               cmap: str = "viridis") -> matplotlib.figure.Figure:
+    """Figure 1: attention weight on the image (x) vs concentration (y), one point per head.
+
+    ``results``: :class:`helpers.extract.HeadResults`, one per (model, dataset); panels form a grid
+    with one row per model and one column per dataset, in order of first appearance. Each point is
+    one (layer, head), its coordinates the means over samples (``only_correct``: over correctly
+    answered samples only), its colour the layer. Each panel title ends with the accuracy.
+    """
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r.model for r in results))
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(3.4 * len(datasets) + 0.8, 3.0 * len(models)),
+                             squeeze=False, sharex=share_axes, sharey=share_axes)
+    scatter = None
+    for r in results:
+        ax = axes[models.index(r.model), datasets.index(r.dataset)]
+        w = r.per_head("weight", only_correct).flatten().numpy()
+        c = r.per_head("concentration", only_correct).flatten().numpy()
+        layers, heads = r.weight.shape[1:]
+        layer = [lyr for lyr in range(layers) for _ in range(heads)]
+        scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))
+        ax.set_title(f"{r.model}\n{r.dataset} · acc {r.accuracy:.1%}", fontsize=8.5)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("attention weight on image")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("concentration")
+    for ax in axes.flat:
+        if not ax.collections:
+            ax.axis("off")
+    fig.tight_layout()
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes, label="layer", shrink=0.8)
+    return fig
