@@ -1,63 +1,35 @@
-"""Run a model over samples and keep per-sample, per-head scores (the in-memory path of the notebooks).
+"""Run samples through a model under attention capture and score every head: the one extraction path.
 
-    res = head_results(model, processor, samples, batch_size=8)
-    res.weight            # [samples, layers, heads] attention weight on the image tokens
-    res.concentration     # [samples, layers, heads]
-    res.accuracy          # fraction of samples answered correctly
+    res = extract.head_results(model, processor, samples, batch_size=8, dataset="shapes")
+    res.scores["weight"]            # [samples, layers, heads] attention weight on the image tokens
+    res.per_head("concentration")   # [layers, heads], mean over samples
+    res.accuracy, res.detection_score()
 
-Per batch: the images the model sees and the templated prompts (``helpers.data.model_inputs``),
-the processor with left padding, greedy ``model.generate`` under ``helpers.capture.attention``,
-the answer scored with ``helpers.data.is_correct``, the image / region tokens from
-``helpers.layout``, the scores from ``helpers.metrics``. Sweeps at scale (resumable, sharded,
-saved to disk) are ``helpers.sweep``'s job; this module keeps everything in memory.
+Notebooks and widgets call :func:`head_results`; sweeps (``helpers.sweep``) call :func:`run_batch` and write each
+batch to disk. Per batch: the images the model sees and the templated prompts (``helpers.data.model_inputs``),
+the processor with left padding, greedy ``model.generate`` under ``helpers.capture.attention``, the answer
+scored with ``helpers.data.is_correct``, the image / region tokens from ``helpers.layout``, the scores from
+``helpers.metrics``. Scores per sample and head (``Results.scores``, each ``[samples, layers, heads]``):
+``weight``, ``concentration``, ``region_weight``, ``region_share`` and ``region_hits`` (the share of the
+head's top-k keys in the box region, :func:`helpers.metrics.detection_hits`); the region scores are NaN
+for samples without a box. Keys are the prompt positions plus, for ``rows="answer"``, the generated
+tokens up to the captured one (never image tokens).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from . import capture, layout, metrics
+from . import capture, data, layout, metrics
+from .models import check_finite, spec_of
+from .results import Results, concat
 
-
-@dataclass
-class HeadResults:
-    """Per-sample, per-head scores of one model on one list of samples.
-
-    Tensors are float32 ``[samples, layers, heads]`` unless said otherwise. ``region_weight``,
-    ``region_share`` and ``region_hits`` (the detection hits with ``k``, ``among`` below) are NaN for
-    samples without a box. ``correct``: bool ``[samples]``. ``rows``: which query row was captured.
-    """
-
-    model: str
-    dataset: str
-    sample_ids: list[str]
-    outputs: list[str]
-    correct: torch.Tensor
-    weight: torch.Tensor
-    concentration: torch.Tensor
-    region_weight: torch.Tensor
-    region_share: torch.Tensor
-    region_hits: torch.Tensor
-    rows: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction of samples answered correctly."""
-        return float(self.correct.float().mean()) if len(self.correct) else float("nan")
-
-    def per_head(self, name: str, only_correct: bool = False) -> torch.Tensor:
-        """Mean over samples of the score ``name`` (NaN skipped): ``[layers, heads]``."""
-        values = getattr(self, name)
-        return metrics.aggregate(values, mask=self.correct if only_correct else None).mean
-
-    def detection_score(self) -> torch.Tensor:
-        """The detection score ``[layers, heads]``: mean region hits over correctly answered samples."""
-        return self.per_head("region_hits", only_correct=True)
+SCORES = ("weight", "concentration", "region_weight", "region_share", "region_hits")
 
 
 def _pad_keys(mask: torch.Tensor, keys: int) -> torch.Tensor:
@@ -65,62 +37,101 @@ def _pad_keys(mask: torch.Tensor, keys: int) -> torch.Tensor:
     return torch.nn.functional.pad(mask, (0, keys - mask.shape[1]), value=False)
 
 
-def head_results(model: Any, processor: Any, samples: Sequence[Any], batch_size: int = 8, rows: str = "answer",
-                 max_new_tokens: int = 4, k: float | int | str = 0.05, among: str = "all",
-                 dataset: str = "", progress: bool = False) -> HeadResults:
-    """Generate answers for ``samples`` (``helpers.data.Sample``) and score every head on every sample.
-
-    ``rows``: ``"answer"`` (default, the first generated token's row, as the authors' code) or
-    ``"prompt_end"`` (see ``helpers.capture.attention``). ``max_new_tokens``: answer length
-    (at least 2 for ``"answer"``). ``k``, ``among``: the detection-hit settings
-    (``helpers.metrics.detection_hits``).
-    """
-    from . import data
-    from .models import spec_of
-
-    if not samples:
-        raise ValueError(f"{dataset or 'samples'}: no samples to run")
-    spec = spec_of(model)
-    tid = layout.image_token_id(model)
+def batch_inputs(model: Any, processor: Any, samples: Sequence[data.Sample]) -> tuple[dict, list]:
+    """Processor inputs on the model's device (floating tensors in the model's dtype) and the images used."""
+    images, texts = data.model_inputs(samples, spec_of(model))
+    inputs = processor(images=images, text=texts, return_tensors="pt", padding=True)
     device = next(model.parameters()).device
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-    out: dict[str, list] = {n: [] for n in ("weight", "concentration", "region_weight", "region_share",
-                                            "region_hits", "outputs", "correct")}
-    starts = range(0, len(samples), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
+    return {n: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for n, v in inputs.items()}, images
 
-        starts = tqdm(starts, desc=f"{spec.name} {dataset}".strip(), unit="batch")
-    for start in starts:
-        batch = list(samples[start:start + batch_size])
-        images, texts = data.model_inputs(batch, spec)
-        inputs = processor(images=images, text=texts, return_tensors="pt", padding=True)
-        inputs = {n: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for n, v in inputs.items()}
-        with torch.no_grad(), capture.attention(model, rows=rows) as att:
-            generated = model.generate(**inputs, max_new_tokens=max(max_new_tokens, 2 if rows == "answer" else 1),
-                                       do_sample=False)
-        answers = processor.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:],
-                                                   skip_special_tokens=True)
-        r = att.rows
-        ids = inputs["input_ids"].cpu()
-        image = _pad_keys(layout.image_token_mask(ids, tid), r.shape[-1])
-        has_box = torch.tensor([bool(s.boxes) for s in batch])
-        sizes = [img.size[::-1] for img in images]
-        region = layout.region_mask(ids, tid, processor, sizes, [s.boxes or [(0, 0, 1, 1)] for s in batch],
-                                    sample_ids=[s.id for s in batch])
-        region = _pad_keys(region & has_box[:, None], r.shape[-1])
-        nan = torch.tensor(float("nan"))
-        out["weight"].append(metrics.attention_weight(r, image))
-        out["concentration"].append(metrics.concentration(r, image))
-        box = has_box[:, None, None]
-        out["region_weight"].append(torch.where(box, metrics.region_weight(r, region), nan))
-        out["region_share"].append(torch.where(box, metrics.region_share(r, region, image), nan))
-        out["region_hits"].append(torch.where(box, metrics.detection_hits(r, image, region, k=k, among=among), nan))
-        out["outputs"].extend(answers)
-        out["correct"].extend(data.is_correct(s, a) for s, a in zip(batch, answers, strict=True))
-    return HeadResults(
-        model=spec.name, dataset=dataset, sample_ids=[s.id for s in samples], outputs=out["outputs"],
-        correct=torch.tensor(out["correct"], dtype=torch.bool), rows=rows,
-        settings={"batch_size": batch_size, "max_new_tokens": max_new_tokens, "k": k, "among": among},
-        **{n: torch.cat(out[n]).float() for n in ("weight", "concentration", "region_weight", "region_share",
-                                                  "region_hits")})
+
+def key_masks(model: Any, processor: Any, samples: Sequence[data.Sample], input_ids: torch.Tensor,
+              image_sizes: Sequence[Sequence[int]], keys: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean image and region masks ``[batch, keys]`` over the captured keys; ``image_sizes`` as (h, w)."""
+    tid = layout.image_token_id(model)
+    ids = input_ids.cpu()
+    image = layout.image_token_mask(ids, tid)
+    region = torch.zeros_like(image)
+    boxed = [i for i, s in enumerate(samples) if s.boxes]
+    if boxed:
+        region[boxed] = layout.region_mask(ids[boxed], tid, processor, [image_sizes[i] for i in boxed],
+                                           [samples[i].boxes for i in boxed],
+                                           sample_ids=[samples[i].id for i in boxed])
+    return _pad_keys(image, keys), _pad_keys(region, keys)
+
+
+def head_scores(rows: torch.Tensor, image: torch.Tensor, region: torch.Tensor, has_box: torch.Tensor,
+                k: float | int | str = 0.05, among: str = "all") -> dict[str, torch.Tensor]:
+    """:data:`SCORES` ``name -> [batch, layers, heads]`` from rows ``[batch, layers, heads, keys]``."""
+    nan = torch.tensor(float("nan"))
+    box = has_box[:, None, None]
+    return {
+        "weight": metrics.attention_weight(rows, image),
+        "concentration": metrics.concentration(rows, image),
+        "region_weight": torch.where(box, metrics.region_weight(rows, region), nan),
+        "region_share": torch.where(box, metrics.region_share(rows, region, image), nan),
+        "region_hits": torch.where(box, metrics.detection_hits(rows, image, region, k=k, among=among), nan),
+    }
+
+
+def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
+              max_new_tokens: int = 4, k: float | int | str = 0.05, among: str = "all",
+              indices: Sequence[int] | None = None, keep_rows: bool = False) -> tuple[Results, torch.Tensor | None]:
+    """Generate greedily for one batch under capture and score every head.
+
+    Returns ``(results, rows)``: ``rows`` is the float32 ``[batch, layers, heads, keys]`` tensor when
+    ``keep_rows`` (full attention rows on request), else ``None``. ``indices`` label the samples'
+    positions in their split (default ``0..batch-1``). ``rows``, ``k``, ``among``: see
+    ``helpers.capture.attention`` and ``helpers.metrics.detection_hits``.
+    """
+    samples = list(samples)
+    inputs, images = batch_inputs(model, processor, samples)
+    prompt_len = inputs["input_ids"].shape[1]
+    with torch.no_grad(), capture.attention(model, rows=rows) as att:
+        out = model.generate(**inputs, max_new_tokens=max(max_new_tokens, 2 if rows == "answer" else 1),
+                             do_sample=False, output_scores=True, return_dict_in_generate=True)
+    check_finite(out.scores[0], what="the first generated token's logits")
+    answers = [a.strip() for a in processor.tokenizer.batch_decode(out.sequences[:, prompt_len:],
+                                                                   skip_special_tokens=True)]
+    captured = att.rows
+    image, region = key_masks(model, processor, samples, inputs["input_ids"], [im.size[::-1] for im in images],
+                              captured.shape[-1])
+    has_box = torch.tensor([bool(s.boxes) for s in samples])
+    per_head = {n: v.float().numpy() for n, v in head_scores(captured, image, region, has_box, k, among).items()}
+    table = pd.DataFrame({
+        "index": list(indices) if indices is not None else list(range(len(samples))),
+        "sample_id": [s.id for s in samples],
+        "benchmark": [s.benchmark for s in samples],
+        "question_kind": [s.question_kind or "" for s in samples],
+        "prompt_kind": [s.prompt_kind for s in samples],
+        "answer": [str(s.answer) for s in samples],
+        "prediction": answers,
+        "correct": [data.is_correct(s, a) for s, a in zip(samples, answers, strict=True)],
+        "n_image_tokens": image.sum(1).tolist(),
+        "n_region_tokens": region.sum(1).tolist(),
+    })
+    settings = {"model_name": spec_of(model).name, "rows": rows, "k": k, "among": among,
+                "max_new_tokens": max_new_tokens}
+    return Results(table, per_head, settings), (captured if keep_rows else None)
+
+
+def head_results(model: Any, processor: Any, samples: Sequence[data.Sample], batch_size: int = 8, dataset: str = "",
+        progress: bool = False, **kwargs: Any) -> Results:
+    """:func:`run_batch` over all ``samples`` in order (tqdm bar in samples/s when ``progress``).
+
+    ``dataset`` labels the results (panel titles, tables). Other keyword arguments go to :func:`run_batch`.
+    """
+    samples = list(samples)
+    if not samples:
+        raise data.EmptySplitError(f"{dataset or 'samples'}: no samples to run")
+    parts = []
+    with tqdm(total=len(samples), unit="sample", disable=not progress,
+              desc=f"{spec_of(model).name} {dataset}".strip()) as bar:
+        for start in range(0, len(samples), batch_size):
+            batch = samples[start:start + batch_size]
+            parts.append(run_batch(model, processor, batch, indices=range(start, start + len(batch)), **kwargs)[0])
+            bar.update(len(batch))
+    res = concat(parts)
+    res.settings.update(dataset=dataset, batch_size=batch_size)
+    return res

@@ -69,26 +69,26 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
                                cmap: str = "viridis") -> matplotlib.figure.Figure:
     """Figure 1: attention weight on the image (x) vs concentration (y), one point per head.
 
-    ``results``: :class:`helpers.extract.HeadResults`, one per (model, dataset); panels form a grid
+    ``results``: :class:`helpers.results.Results`, one per (model, dataset); panels form a grid
     with one row per model and one column per dataset, in order of first appearance. Each point is
     one (layer, head), its coordinates the means over samples (``only_correct``: over correctly
     answered samples only), its colour the layer. Each panel title ends with the accuracy.
     """
     import matplotlib.pyplot as plt
 
-    models = list(dict.fromkeys(r.model for r in results))
+    models = list(dict.fromkeys(r.model_name for r in results))
     datasets = list(dict.fromkeys(r.dataset for r in results))
     fig, axes = plt.subplots(len(models), len(datasets), figsize=(3.4 * len(datasets) + 0.8, 3.0 * len(models)),
                              squeeze=False, sharex=share_axes, sharey=share_axes)
     scatter = None
     for r in results:
-        ax = axes[models.index(r.model), datasets.index(r.dataset)]
-        w = r.per_head("weight", only_correct).flatten().numpy()
-        c = r.per_head("concentration", only_correct).flatten().numpy()
-        layers, heads = r.weight.shape[1:]
+        ax = axes[models.index(r.model_name), datasets.index(r.dataset)]
+        w = r.per_head("weight", only_correct).flatten()
+        c = r.per_head("concentration", only_correct).flatten()
+        layers, heads = r.shape
         layer = [lyr for lyr in range(layers) for _ in range(heads)]
         scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))
-        ax.set_title(f"{r.model}\n{r.dataset} · acc {r.accuracy:.1%}", fontsize=8.5)
+        ax.set_title(f"{r.model_name}\n{r.dataset} · acc {r.accuracy:.1%}", fontsize=8.5)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("attention weight on image")

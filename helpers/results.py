@@ -1,0 +1,203 @@
+"""Per-sample, per-head results: one schema for sweeps, notebooks and the authors' released data.
+
+A :class:`Results` holds
+- ``table``: a pandas DataFrame, one row per sample (``index`` = position in the benchmark split,
+  ``sample_id``, ``benchmark``, ``question_kind``, ``prompt_kind``, ``answer``, ``prediction``,
+  ``correct``, ``n_image_tokens``, ``n_region_tokens``);
+- ``scores``: name -> float32 array ``[samples, layers, heads]`` (``weight``, ``concentration``,
+  ``region_weight``, ``region_share``, ``topk_share``, ...), rows aligned with ``table``;
+- ``settings``: the run's settings (model id, revision, quantization, prompts, package version).
+
+On disk it is Parquet: each score is a fixed-size list column of ``layers * heads`` float32 values,
+and the settings sit in the file's key-value metadata. Writes are atomic (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SETTINGS_KEY = b"visual_heads.settings"
+SHAPE_KEY = b"visual_heads.shape"
+
+
+@dataclass
+class Results:
+    """Per-sample metadata, per-head score arrays ``[samples, layers, heads]`` and run settings."""
+
+    table: pd.DataFrame
+    scores: dict[str, np.ndarray]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, arr in self.scores.items():
+            if arr.ndim != 3 or arr.shape[0] != len(self.table):
+                raise ValueError(f"score {name!r} has shape {arr.shape}; expected [{len(self.table)}, layers, heads]")
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        """Scores read as attributes: ``res.weight`` is ``res.scores["weight"]``."""
+        scores = self.__dict__.get("scores", {})
+        if name in scores:
+            return scores[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or score {name!r}")
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(layers, heads)``."""
+        first = next(iter(self.scores.values()))
+        return first.shape[1], first.shape[2]
+
+    def select(self, mask: np.ndarray | pd.Series) -> Results:
+        """The samples where boolean ``mask`` is true (e.g. ``res.table.correct``)."""
+        mask = np.asarray(mask, dtype=bool)
+        return Results(self.table[mask].reset_index(drop=True), {k: v[mask] for k, v in self.scores.items()},
+                       dict(self.settings))
+
+    @property
+    def accuracy(self) -> float:
+        """Share of correctly answered samples (NaN when correctness is unknown, e.g. released data)."""
+        correct = self.table["correct"].dropna() if "correct" in self.table else []
+        return float(correct.astype(float).mean()) if len(correct) else float("nan")
+
+    @property
+    def model_name(self) -> str:
+        """The model that produced these results (``settings["model_name"]``)."""
+        return str(self.settings.get("model_name", self.settings.get("model", "")))
+
+    @property
+    def dataset(self) -> str:
+        """The data set (and split / question kind) they were computed on (``settings["dataset"]``)."""
+        return str(self.settings.get("dataset", self.settings.get("benchmark", "")))
+
+    def correct_mask(self) -> np.ndarray:
+        """Boolean ``[samples]``: correctly answered (unknown counts as not correct)."""
+        return self.table["correct"].fillna(False).to_numpy(dtype=bool)
+
+    def per_head(self, name: str, only_correct: bool = False) -> np.ndarray:
+        """Mean over samples of score ``name``, NaN skipped: ``[layers, heads]`` (NaN where no sample counts)."""
+        values = self.scores[name][self.correct_mask()] if only_correct else self.scores[name]
+        if not len(values):
+            return np.full(self.shape, np.nan, dtype=np.float32)
+        valid = ~np.isnan(values)
+        total = np.where(valid, values, 0).sum(0)
+        count = valid.sum(0)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+
+    def detection_score(self) -> np.ndarray:
+        """The detection score ``[layers, heads]``: mean ``region_hits`` over correctly answered samples."""
+        return self.per_head("region_hits", only_correct=True)
+
+
+def concat(parts: list[Results]) -> Results:
+    """Concatenate results of one run (same settings), sorted by ``index``; duplicates raise."""
+    if not parts:
+        raise ValueError("no results to concatenate")
+    table = pd.concat([p.table for p in parts], ignore_index=True)
+    scores = {k: np.concatenate([p.scores[k] for p in parts]) for k in parts[0].scores}
+    if "index" in table:
+        dup = table["index"][table["index"].duplicated()]
+        if len(dup):
+            raise ValueError(f"samples written twice: indices {sorted(dup.tolist())[:10]}")
+        order = np.argsort(table["index"].to_numpy(), kind="stable")
+        table = table.iloc[order].reset_index(drop=True)
+        scores = {k: v[order] for k, v in scores.items()}
+    return Results(table, scores, dict(parts[0].settings))
+
+
+def write(results: Results, path: str | Path) -> Path:
+    """Write ``results`` to a Parquet file atomically (a reader never sees a half-written file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(results.table, preserve_index=False)
+    layers, heads = results.shape if results.scores else (0, 0)
+    for name, arr in results.scores.items():
+        flat = pa.array(arr.reshape(-1).astype(np.float32))
+        table = table.append_column(f"score.{name}", pa.FixedSizeListArray.from_arrays(flat, layers * heads))
+    meta = {**(table.schema.metadata or {}), SETTINGS_KEY: json.dumps(results.settings, default=str).encode(),
+            SHAPE_KEY: json.dumps([layers, heads]).encode()}
+    table = table.replace_schema_metadata(meta)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: str | Path) -> Results:
+    """Read one Parquet file written by :func:`write`."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    layers, heads = json.loads(meta[SHAPE_KEY])
+    scores = {}
+    for name in [c for c in table.column_names if c.startswith("score.")]:
+        col = table.column(name).combine_chunks()
+        scores[name.removeprefix("score.")] = col.flatten().to_numpy().reshape(len(table), layers, heads)
+        table = table.drop_columns([name])
+    return Results(table.to_pandas(), scores, json.loads(meta.get(SETTINGS_KEY, b"{}")))
+
+
+def read_dir(folder: str | Path) -> Results:
+    """Read and merge every part file of a sweep folder (all processes' shards), sorted by sample index."""
+    parts = sorted(Path(folder).glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"no part-*.parquet files in {folder}: has the sweep written anything yet?")
+    return concat([read(p) for p in parts])
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' released per-head files (Hugging Face dataset jing-bi/visual-head)
+
+RELEASED_FILES = {
+    "imatt_sum.pt": "weight",
+    "imatt_concen.pt": "concentration",
+    "spatt_sum.pt": "region_weight",
+    "spatt_concen.pt": "region_concentration",
+    "txtatt_sum.pt": "text_weight",
+    "txtatt_concen.pt": "text_concentration",
+}
+
+
+def load_released(folder: str | Path, model: str = "", split: str = "") -> Results:
+    """Map one model/split folder of the authors' released files into a :class:`Results`.
+
+    Each file present (``imatt_sum.pt`` ...) is loaded with ``torch.load(weights_only=True)`` and must be a
+    tensor ``[samples, layers, heads]`` (a list of ``[layers, heads]`` tensors is stacked). The released files
+    carry no answers or correctness, so those columns are empty (``correct`` is NA).
+    """
+    import torch
+
+    folder = Path(folder)
+    scores: dict[str, np.ndarray] = {}
+    for filename, name in RELEASED_FILES.items():
+        path = folder / filename
+        if not path.is_file():
+            continue
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, (list, tuple)):
+            obj = torch.stack([torch.as_tensor(o) for o in obj])
+        arr = torch.as_tensor(obj).float().numpy()
+        if arr.ndim != 3:
+            raise ValueError(f"{path}: expected [samples, layers, heads], got shape {tuple(arr.shape)}")
+        scores[name] = arr
+    if not scores:
+        raise FileNotFoundError(f"none of {', '.join(RELEASED_FILES)} in {folder}")
+    n = {a.shape[0] for a in scores.values()}
+    if len(n) != 1:
+        raise ValueError(f"{folder}: files disagree on the number of samples: {sorted(n)}")
+    count = n.pop()
+    table = pd.DataFrame({"index": np.arange(count), "sample_id": [f"{split}-{i}" for i in range(count)],
+                          "benchmark": split, "correct": pd.array([pd.NA] * count, dtype="boolean")})
+    return Results(table, scores, {"source": "jing-bi/visual-head (released)", "model": model, "split": split})
