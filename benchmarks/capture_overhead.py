@@ -1,0 +1,158 @@
+"""What capture costs: generate with vs without capture, and capture vs eager ``output_attentions``.
+
+    python benchmarks/capture_overhead.py                 # CPU, a few minutes on 2 cores
+    python benchmarks/capture_overhead.py --layers 4 --repeats 5
+
+Models: ``helpers.offline.build`` random-weight models at the real geometry of LLaVA-1.5-7B
+(576 image tokens) and LLaVA-1.6-Vicuna-7B (anyres: base view + 2 tiles for the image used),
+with ``--layers`` decoder layers (full MLP and CLIP widths). All comparisons of one geometry run
+in this one process on the same inputs, interleaved (A, B, A, B, ...), and report medians.
+
+1. ``generate(max_new_tokens=--new-tokens)`` plain vs inside ``capture.attention(rows="answer")``
+   (and ``rows="generated"``, every step): time ratio. Both use sdpa.
+2. ``generate(max_new_tokens=2)`` inside ``capture.attention(rows="answer")`` (sdpa) vs eager
+   attention with ``output_attentions=True, return_dict_in_generate=True`` (the usual way): time
+   ratio and peak-memory ratio. Peak memory on CPU is the rise of the process's peak resident set
+   (``VmHWM``, reset through ``/proc/self/clear_refs``) over the resident set before the call; the
+   script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors go back
+   to the system and each call's peak is its own. On CUDA: ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from helpers import capture, offline  # noqa: E402
+from helpers.models import REGISTRY  # noqa: E402
+
+GEOMETRIES = {"LLaVA-1.5": "llava-v1.5-7b", "LLaVA-1.6": "llava-v1.6-vicuna-7b"}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def measure(fn: Callable[[], object], device: str) -> tuple[float, float]:
+    """``(seconds, peak MiB above the memory in use before the call)`` of one call of ``fn``."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+        base = _status_kib("VmRSS") * 1024
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else _status_kib("VmHWM") * 1024
+    return seconds, (peak - base) / 2**20
+
+
+def inputs_for(name: str, processor, device: str) -> dict[str, torch.Tensor]:
+    """One PointQA-style prompt with one 500x375 image (LLaVA-1.6: base view + 2 tiles)."""
+    spec = REGISTRY[name]
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (375, 500, 3), dtype=np.uint8))
+    prompt = spec.format_prompt("<image>\nhow many circles are in the image ? the exemplary object is within the "
+                                "rectangle . answer the question using a single word or phrase .")
+    return {k: v.to(device) for k, v in processor(images=[image], text=[prompt], return_tensors="pt").items()}
+
+
+def interleaved(runs: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, tuple[float, float]]:
+    """Median seconds and median peak MiB of each run, called in turn ``repeats`` times after one warm-up."""
+    for fn in runs.values():
+        fn()
+    got: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            got[key].append(measure(fn, device))
+    return {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v)) for k, v in got.items()}
+
+
+def bench_geometry(label: str, layers: int, repeats: int, new_tokens: int, device: str) -> list[str]:
+    name = GEOMETRIES[label]
+    model, processor = offline.build(name, layers=layers)
+    model.to(device)
+    batch = inputs_for(name, processor, device)
+    lm = capture.language_model(model)
+    n_keys = batch["input_ids"].shape[1]
+
+    @torch.no_grad()
+    def plain(n: int = new_tokens) -> object:
+        return model.generate(**batch, max_new_tokens=n, do_sample=False)
+
+    def captured(rows: str, n: int = new_tokens) -> Callable[[], object]:
+        @torch.no_grad()
+        def run() -> object:
+            with capture.attention(model, rows) as att:
+                model.generate(**batch, max_new_tokens=n, do_sample=False)
+            return att.rows
+        return run
+
+    @torch.no_grad()
+    def eager() -> object:
+        lm.set_attn_implementation("eager")
+        try:
+            out = model.generate(**batch, max_new_tokens=2, do_sample=False, output_attentions=True,
+                                 return_dict_in_generate=True)
+            return torch.stack([a[:, :, -1].float() for a in out.attentions[1]], dim=1)
+        finally:
+            lm.set_attn_implementation("sdpa")
+
+    ours, ref = captured("answer", 2)(), eager()
+    err = (ours.to(ref.device) - ref).abs().max().item()
+    lines = [f"\n## {label} geometry ({name}: {layers} layers, {n_keys} prompt tokens, batch 1, {device})",
+             f"captured 'answer' rows vs eager rows: max abs difference {err:.1e}"]
+    if label == "LLaVA-1.5":
+        r = interleaved({"plain": plain, "answer": captured("answer"), "generated": captured("generated")},
+                        repeats, device)
+        lines += [f"generate {new_tokens} tokens: plain {r['plain'][0]:.2f} s, capture rows='answer' "
+                  f"{r['answer'][0]:.2f} s (ratio {r['answer'][0] / r['plain'][0]:.3f}), rows='generated' "
+                  f"{r['generated'][0]:.2f} s (ratio {r['generated'][0] / r['plain'][0]:.3f})"]
+    r = interleaved({"ours": captured("answer", 2), "eager": eager}, repeats, device)
+    (t_ours, m_ours), (t_eager, m_eager) = r["ours"], r["eager"]
+    lines += [f"generate 2 tokens, rows of the answer: capture (sdpa) {t_ours:.2f} s, peak +{m_ours:.0f} MiB; "
+              f"eager output_attentions {t_eager:.2f} s, peak +{m_eager:.0f} MiB",
+              f"eager / capture: time ratio {t_eager / t_ours:.2f}, peak-memory ratio {m_eager / max(m_ours, 1):.1f}"]
+    del model
+    gc.collect()
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers of the random-weight models")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each variant (after a warm-up)")
+    parser.add_argument("--new-tokens", type=int, default=8, help="tokens generated in comparison 1")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--geometries", nargs="+", default=list(GEOMETRIES), choices=list(GEOMETRIES))
+    args = parser.parse_args()
+    if not args.device.startswith("cuda") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+               else f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# capture overhead on {machine}")
+    for label in args.geometries:
+        print("\n".join(bench_geometry(label, args.layers, args.repeats, args.new_tokens, args.device)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
