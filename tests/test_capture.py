@@ -176,7 +176,7 @@ def test_answer_needs_a_decoding_step(tiny_models):
     with torch.no_grad(), capture.attention(model, "answer") as att:
         model.generate(**batch, max_new_tokens=1, do_sample=False)
     with pytest.raises(capture.CaptureError, match="max_new_tokens=2"):
-        att.rows
+        _ = att.rows
 
 
 def test_second_call_in_one_context_is_an_error(tiny_models):
