@@ -124,3 +124,27 @@ def head_results(model: Any, processor: Any, samples: Sequence[Any], batch_size:
         settings={"batch_size": batch_size, "max_new_tokens": max_new_tokens, "k": k, "among": among},
         **{n: torch.cat(out[n]).float() for n in ("weight", "concentration", "region_weight", "region_share",
                                                   "region_hits")})
+
+
+def panels(dataset: str, n: int, seed: int = 0, split_by: str | None = "question_kind",
+           prompt_kind: str | None = "visual", **load_kwargs: Any) -> dict[str, list]:
+    """Samples of ``dataset`` (a key of ``helpers.data.LOADERS``) grouped into figure panels.
+
+    ``split_by``: a :class:`helpers.data.Sample` attribute whose values name the panels
+    (``"question_kind"``: general / object / super for PointQA) or None for one panel.
+    ``prompt_kind``: keep only ``"visual"`` or ``"plain"`` samples (None: both). Each panel is a
+    seeded random choice of at most ``n`` samples, in dataset order.
+    """
+    import random
+
+    from . import data
+
+    samples = [s for s in data.load(dataset, **load_kwargs) if prompt_kind is None or s.prompt_kind == prompt_kind]
+    groups: dict[str, list] = {}
+    for s in samples:
+        key = dataset if split_by is None else f"{dataset} {getattr(s, split_by)}"
+        groups.setdefault(key, []).append(s)
+    if not groups:
+        raise ValueError(f"{dataset}: no samples with prompt_kind={prompt_kind!r}")
+    rng = random.Random(seed)
+    return {k: [v[i] for i in sorted(rng.sample(range(len(v)), min(n, len(v))))] for k, v in groups.items()}
