@@ -164,6 +164,11 @@ def test_positions_with_left_padding_and_variable_anyres_counts():
     for i in range(2):
         per_image = layout.region_token_mask(proc, sizes[i], boxes[i])
         assert torch.equal(region[i, positions[i]], per_image)
+        geo = layout.image_geometry(proc, sizes[i])
+        base = layout.region_token_mask(proc, sizes[i], boxes[i], views=(0,))
+        grid = layout.region_token_mask(proc, sizes[i], boxes[i], views=(1,))
+        assert torch.equal(base | grid, per_image) and not (base & grid).any()
+        assert (geo.view[base] == 0).all() and (geo.view[grid] == 1).all()
     with pytest.raises(ValueError, match="sample 'b'"):
         layout.region_mask(ids, tid, proc, [sizes[0], sizes[0]], boxes, sample_ids=["a", "b"])
 
