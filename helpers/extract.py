@@ -6,7 +6,7 @@
     res.accuracy          # fraction of samples answered correctly
 
 Per batch: the images the model sees and the templated prompts (``helpers.data.model_inputs``),
-the processor with left padding, greedy ``model.generate`` under ``helpers.capture.attention``,
+the processor with left padding (whatever the tokenizer's default), greedy ``model.generate`` under ``helpers.capture.attention``,
 the answer scored with ``helpers.data.is_correct``, the image / region tokens from
 ``helpers.layout``, the scores from ``helpers.metrics``. Sweeps at scale (resumable, sharded,
 saved to disk) are ``helpers.sweep``'s job; this module keeps everything in memory.
@@ -94,7 +94,7 @@ def head_results(model: Any, processor: Any, samples: Sequence[Any], batch_size:
     for start in starts:
         batch = list(samples[start:start + batch_size])
         images, texts = data.model_inputs(batch, spec)
-        inputs = processor(images=images, text=texts, return_tensors="pt", padding=True)
+        inputs = processor(images=images, text=texts, return_tensors="pt", padding=True, padding_side="left")
         inputs = {n: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for n, v in inputs.items()}
         with torch.no_grad(), capture.attention(model, rows=rows) as att:
             generated = model.generate(**inputs, max_new_tokens=max(max_new_tokens, 2 if rows == "answer" else 1),
