@@ -22,3 +22,82 @@ def save_figure(fig: matplotlib.figure.Figure, name: str, folder: Path | None = 
     for path in paths:
         fig.savefig(path)
     return paths
+
+
+def pointqa_examples(samples: list, n_records: int = 3, title: str | None = None) -> matplotlib.figure.Figure:
+    """Figure 2: example PointQA entries, one row per record.
+
+    Columns: the image as the model sees it with the visual prompt (red box drawn), with the plain
+    prompt (nothing drawn), and the record's general / object / super questions with the answer.
+    ``samples``: :class:`helpers.data.Sample` objects from a PointQA loader; the first ``n_records``
+    records holding both prompt kinds are shown.
+    """
+    import matplotlib.pyplot as plt
+
+    records: dict[str, dict] = {}
+    for s in samples:
+        records.setdefault(s.meta["record_id"], {})[(s.question_kind, s.prompt_kind)] = s
+    chosen = [r for r in records.values() if {p for _, p in r} >= {"visual", "plain"}][:n_records]
+    if not chosen:
+        raise ValueError("no record with both a visual and a plain sample; load with prompt_kinds=('visual', 'plain')")
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(10, 3.2 * len(chosen)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    for row, record in zip(axes, chosen, strict=True):
+        visual = next(s for (_, p), s in record.items() if p == "visual")
+        plain = next(s for (_, p), s in record.items() if p == "plain")
+        for ax, sample, label in ((row[0], visual, "visual prompt (box drawn)"), (row[1], plain, "plain prompt")):
+            ax.imshow(sample.model_image())
+            ax.set_title(label, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        lines = [f"{visual.meta['record_id']}"]
+        for kind in ("general", "object", "super"):
+            s = record.get((kind, "visual")) or record.get((kind, "plain"))
+            if s is not None:
+                lines.append(f"{kind:>8s}: {s.question}")
+        lines.append(f"{'answer':>8s}: {visual.meta.get('count', visual.answer)}")
+        row[2].text(0.0, 0.5, "\n".join(lines), va="center", ha="left", family="monospace", fontsize=8.5,
+                    wrap=True)
+        row[2].axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def attention_vs_concentration(results: list, only_correct: bool = False, share_axes: bool = True,
+                               cmap: str = "viridis") -> matplotlib.figure.Figure:
+    """Figure 1: attention weight on the image (x) vs concentration (y), one point per head.
+
+    ``results``: :class:`helpers.extract.HeadResults`, one per (model, dataset); panels form a grid
+    with one row per model and one column per dataset, in order of first appearance. Each point is
+    one (layer, head), its coordinates the means over samples (``only_correct``: over correctly
+    answered samples only), its colour the layer. Each panel title ends with the accuracy.
+    """
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r.model for r in results))
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(3.4 * len(datasets) + 0.8, 3.0 * len(models)),
+                             squeeze=False, sharex=share_axes, sharey=share_axes)
+    scatter = None
+    for r in results:
+        ax = axes[models.index(r.model), datasets.index(r.dataset)]
+        w = r.per_head("weight", only_correct).flatten().numpy()
+        c = r.per_head("concentration", only_correct).flatten().numpy()
+        layers, heads = r.weight.shape[1:]
+        layer = [lyr for lyr in range(layers) for _ in range(heads)]
+        scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))
+        ax.set_title(f"{r.model}\n{r.dataset} · acc {r.accuracy:.1%}", fontsize=8.5)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("attention weight on image")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("concentration")
+    for ax in axes.flat:
+        if not ax.collections:
+            ax.axis("off")
+    fig.tight_layout()
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes, label="layer", shrink=0.8)
+    return fig
