@@ -141,8 +141,9 @@ class _Recorder:
     def result(self) -> torch.Tensor:
         need = {"prompt_end": "a model(...) or model.generate(...) call",
                 "answer": "model.generate(..., max_new_tokens=2 or more) (the first decoding step is the forward "
-                          "call after the prefill; with max_new_tokens=1 there is none). For a single forward "
-                          "use rows='prompt_end'",
+                          "call after the prefill; with max_new_tokens=1 there is none, and if every sequence "
+                          "ended at its first token, add min_new_tokens=2). For a single forward use "
+                          "rows='prompt_end'",
                 "generated": "a model(...) or model.generate(...) call"}[self.rows]
         first = {"prompt_end": 0, "answer": 1, "generated": 0}[self.rows]
         if len(self.steps) <= first or len(self.steps[first]) < self.n_layers:
@@ -179,7 +180,7 @@ class _Plan:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-        kernel = ALL_ATTENTION_FUNCTIONS.get_interface(self.base, _eager_forward(module))
+        kernel = _eager_forward(module) if self.base == "eager" else ALL_ATTENTION_FUNCTIONS[self.base]
         out, weights = kernel(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         layer = module.layer_idx
         heads = self.masks.get(layer, {})

@@ -315,3 +315,24 @@ def test_capture_on_a_4bit_model(tmp_path):
     assert torch.equal(captured[real], plain[real])
     assert att.rows.dtype == torch.float32
     assert (att.rows - ref_rows).abs().max() <= 4e-3  # bf16 rounding of eager's probabilities (< 2^-8)
+
+
+def test_a_model_in_eager_mode_keeps_eager_as_its_kernel(tiny_models):
+    """Capture on top of eager (additive float masks): output bit-identical, rows equal output_attentions."""
+    name = "llava-1.5-phi-3-mini"
+    model, processor = tiny_models(name)
+    batch = two_prompt_batch(name, processor)
+    lm = capture.language_model(model)
+    lm.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            plain = model(**batch, output_attentions=True)
+            with capture.attention(model, "prompt_end") as att:
+                captured = model(**batch).logits
+        assert lm.config._attn_implementation == "eager"
+    finally:
+        lm.set_attn_implementation("sdpa")
+    real = batch["attention_mask"].bool()
+    assert torch.equal(captured[real], plain.logits[real])
+    ref = torch.stack([a[:, :, -1] for a in plain.attentions], dim=1)
+    assert (att.rows - ref).abs().max() <= ATOL
