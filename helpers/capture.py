@@ -148,6 +148,7 @@ class _Recorder:
         first = {"prompt_end": 0, "answer": 1, "generated": 0}[self.rows]
         if len(self.steps) <= first or len(self.steps[first]) < self.n_layers:
             raise CaptureError(f"attention(rows={self.rows!r}) recorded nothing: run {need} inside the context.")
+
         def stack(step: dict[int, torch.Tensor]) -> torch.Tensor:
             return torch.stack([step[layer] for layer in range(self.n_layers)], dim=1)
 
@@ -183,13 +184,14 @@ class _Plan:
         kernel = _eager_forward(module) if self.base == "eager" else ALL_ATTENTION_FUNCTIONS[self.base]
         out, weights = kernel(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         layer = module.layer_idx
-        heads = self.masks.get(layer, {})
-        uniform = _heads_with(heads, "uniform", query.device)
-        zero = _heads_with(heads, "zero", query.device)
-        if uniform.numel():
-            out = _uniform_heads(out, value, attention_mask, uniform)
-        if zero.numel():
-            out = out.index_fill(2, zero, 0.0)
+        uniform = None
+        if heads := self.masks.get(layer):  # layers without masked heads pay nothing here
+            uniform = _heads_with(heads, "uniform", query.device)
+            zero = _heads_with(heads, "zero", query.device)
+            if uniform.numel():
+                out = _uniform_heads(out, value, attention_mask, uniform)
+            if zero.numel():
+                out = out.index_fill(2, zero, 0.0)
         for recorder in self.recorders:
             recorder.observe(layer, query, key, attention_mask, scaling, uniform)
         return out, weights
