@@ -89,8 +89,8 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
     scatter = None
     for r in results:
         ax = axes[models.index(r.model_name), datasets.index(r.dataset)]
-        w = r.per_head("weight", only_correct).flatten()
-        c = r.per_head("concentration", only_correct).flatten()
+        w = r.per_head("weight", only_correct).flatten().numpy()
+        c = r.per_head("concentration", only_correct).flatten().numpy()
         layers, heads = r.shape
         layer = [lyr for lyr in range(layers) for _ in range(heads)]
         scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))

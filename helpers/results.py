@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 SETTINGS_KEY = b"visual_heads.settings"
 SHAPE_KEY = b"visual_heads.shape"
@@ -82,17 +83,14 @@ class Results:
         """Boolean ``[samples]``: correctly answered (unknown counts as not correct)."""
         return self.table["correct"].fillna(False).to_numpy(dtype=bool)
 
-    def per_head(self, name: str, only_correct: bool = False) -> np.ndarray:
-        """Mean over samples of score ``name``, NaN skipped: ``[layers, heads]`` (NaN where no sample counts)."""
+    def per_head(self, name: str, only_correct: bool = False) -> torch.Tensor:
+        """Mean over samples of score ``name``, NaN skipped: float32 ``[layers, heads]`` (NaN where no sample counts)."""
         values = self.scores[name][self.correct_mask()] if only_correct else self.scores[name]
         if not len(values):
-            return np.full(self.shape, np.nan, dtype=np.float32)
-        valid = ~np.isnan(values)
-        total = np.where(valid, values, 0).sum(0)
-        count = valid.sum(0)
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+            return torch.full(self.shape, float("nan"))
+        return torch.from_numpy(values).float().nanmean(0)
 
-    def detection_score(self) -> np.ndarray:
+    def detection_score(self) -> torch.Tensor:
         """The detection score ``[layers, heads]``: mean ``region_hits`` over correctly answered samples."""
         return self.per_head("region_hits", only_correct=True)
 
