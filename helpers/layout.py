@@ -152,7 +152,12 @@ def _resized(h: int, w: int, size: Any) -> tuple[int, int]:
 
 
 def _crop(h: int, w: int, crop: Any) -> tuple[float, float, int, int]:
-    """Shift ``(dy, dx)`` that ``center_crop`` applies, and the output ``(height, width)``."""
+    """Shift ``(dy, dx)`` that ``center_crop`` applies, and the output ``(height, width)``.
+
+    Offsets as in the torchvision backend (``int((size - crop) / 2)``; the PIL backend's
+    ``(size - crop) // 2`` is the same). Only when the crop is larger than the resized image (not
+    the case for any LLaVA processor) do the backends differ by a pixel in the padding they add.
+    """
     c = _size_dict(crop)
     ch, cw = c["height"], c["width"]
     dy = (ch - h) // 2 if ch > h else 0  # centre_crop pads a too-small image first
