@@ -101,3 +101,106 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
     if scatter is not None:
         fig.colorbar(scatter, ax=axes, label="layer", shrink=0.8)
     return fig
+
+
+# =============================================================================================
+# Head explorer rendering (pure: arrays and figures in, figures / PNG bytes out; no widgets, no
+# model). helpers.widgets wires these to controls. Imports kept with the section to ease merges.
+
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def patch_heatmap(footprints: np.ndarray, values: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Per-token values painted onto the original image: float ``[height, width]``, NaN where no patch.
+
+    ``footprints``: ``[n, 4]`` ``(x1, y1, x2, y2)`` in original-image pixels
+    (:attr:`helpers.layout.ImageGeometry.footprints`, NaN rows are skipped); ``values``: ``[n]``.
+    Each pixel whose centre lies in a footprint takes that token's value (nearest-patch upsampling,
+    the patch grid stays visible). Later tokens overwrite earlier ones where footprints overlap, so
+    pass one view at a time (LLaVA-NeXT: the base view or the high-resolution grid). Parts of the
+    image that no patch shows (cropped edges) stay NaN; footprints over padding are clipped away.
+    """
+    h, w = (int(v) for v in image_size)
+    footprints = np.asarray(footprints, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    if footprints.ndim != 2 or footprints.shape[1] != 4 or len(values) != len(footprints):
+        raise ValueError(f"footprints must be [n, 4] and values [n]; got {footprints.shape} and {values.shape}")
+    heat = np.full((h, w), np.nan)
+    for (x1, y1, x2, y2), v in zip(footprints, values, strict=True):
+        if np.isnan(x1):
+            continue
+        # pixel i (centre i + 0.5) is inside [a, b) when ceil(a - 0.5) <= i < ceil(b - 0.5)
+        c1, c2 = int(np.clip(np.ceil(x1 - 0.5), 0, w)), int(np.clip(np.ceil(x2 - 0.5), 0, w))
+        r1, r2 = int(np.clip(np.ceil(y1 - 0.5), 0, h)), int(np.clip(np.ceil(y2 - 0.5), 0, h))
+        heat[r1:r2, c1:c2] = v
+    return heat
+
+
+def head_attention_figure(image: Any, heat: np.ndarray, boxes: Sequence[Sequence[float]] = (),
+                          title: str = "", cmap: str = "inferno", alpha: float = 0.6,
+                          size: float = 3.6) -> matplotlib.figure.Figure:
+    """The image with an attention ``heat`` map ``[height, width]`` (:func:`patch_heatmap`) over it.
+
+    ``boxes``: region boxes ``(x1, y1, x2, y2)`` in pixels, drawn as cyan dashed outlines. The colour
+    scale runs from 0 to the map's maximum (a colourbar gives the values). Uses a bare
+    :class:`matplotlib.figure.Figure` (no pyplot state, nothing is displayed by itself).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(size + 0.9, size), dpi=80)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(np.asarray(image))
+    finite = heat[np.isfinite(heat)]
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    shown = ax.imshow(np.ma.masked_invalid(heat), cmap=cmap, alpha=alpha, vmin=0.0, vmax=vmax,
+                      interpolation="nearest")
+    for x1, y1, x2, y2 in boxes:
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor="cyan", lw=1.5,
+                               ls="--"))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def head_score_figure(scores: np.ndarray, selected: Sequence[tuple[int, int]] = (), title: str = "",
+                      cmap: str = "viridis", size: float = 3.6) -> matplotlib.figure.Figure:
+    """Layer x head score map ``scores [layers, heads]`` (layer 0 at the top), ``selected`` heads ringed.
+
+    NaN cells (no sample counts, e.g. a detection score without correct answers) are left blank.
+    """
+    from matplotlib.figure import Figure
+
+    scores = np.asarray(scores, dtype=np.float64)
+    layers, heads = scores.shape
+    fig = Figure(figsize=(size + 0.9, size), dpi=80)
+    ax = fig.add_subplot(1, 1, 1)
+    shown = ax.imshow(np.ma.masked_invalid(scores), cmap=cmap, aspect="auto", interpolation="nearest")
+    if selected:
+        ax.scatter([h for _, h in selected], [lyr for lyr, _ in selected], s=max(8.0, 900.0 / max(layers, heads)),
+                   facecolors="none", edgecolors="red", linewidths=1.5)
+    ax.set_xlabel("head", fontsize=8)
+    ax.set_ylabel("layer", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig: matplotlib.figure.Figure) -> bytes:
+    """PNG bytes of ``fig`` (Agg, no pyplot), e.g. for an ``ipywidgets.Image``."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches=None)
+    return buffer.getvalue()
