@@ -370,18 +370,28 @@ class HeadExplorer:
         scores = self.scores()
         self.score_image.value = plots.figure_png(plots.head_score_figure(
             scores, heads, title=f"{self.score.value} · {self.ranking.dataset or 'explorer samples'}"))
+        fig, weight, in_box = self._attention(i, heads)
+        self.attention_image.value = plots.figure_png(fig)
+        self._render_text(i, heads, weight, in_box)
+        self._render_top(scores)
+        self._render_grid(scores, heads)
+        self._render_mask()
+
+    def attention_figure(self) -> Any:
+        """The attention map shown (current sample, selected heads) as a matplotlib Figure, e.g. to save."""
+        return self._attention(self.index, self.selected)[0]
+
+    def _attention(self, i: int, heads: list[tuple[int, int]]) -> tuple[Any, float, float]:
+        """Figure of the selected heads' mean attention on sample ``i``'s image, its weight W and box share."""
         values = selection_values(self.cache.image_rows[i], heads)
         region = self.cache.region[i]
         weight = float(values.sum())
         in_box = float(values[region].sum()) / weight if region.any() and weight > 0 else float("nan")
         self.heat = view_heatmap(self.cache.geometries[i], values, self.view.value)
-        title = f"{heads_text(heads, 4)} · W={weight:.3f}" + ("" if math.isnan(in_box) else f" · in box {in_box:.0%}")
-        self.attention_image.value = plots.figure_png(plots.head_attention_figure(
-            self.cache.images[i], self.heat, self.samples[i].boxes, title=title))
-        self._render_text(i, heads, weight, in_box)
-        self._render_top(scores)
-        self._render_grid(scores, heads)
-        self._render_mask()
+        title = (f"{self.samples[i].id}\n{heads_text(heads, 4)} · W={weight:.3f}"
+                 + ("" if math.isnan(in_box) else f" · in box {in_box:.0%}"))
+        fig = plots.head_attention_figure(self.cache.images[i], self.heat, self.samples[i].boxes, title=title)
+        return fig, weight, in_box
 
     def _render_text(self, i: int, heads: list[tuple[int, int]], weight: float, in_box: float) -> None:
         s, base = self.samples[i], self.cache.baseline
