@@ -140,12 +140,13 @@ def patch_heatmap(footprints: np.ndarray, values: np.ndarray, image_size: tuple[
 
 
 def head_attention_figure(image: Any, heat: np.ndarray, boxes: Sequence[Sequence[float]] = (),
-                          title: str = "", cmap: str = "inferno", alpha: float = 0.6,
+                          title: str = "", cmap: str = "inferno", alpha: float = 0.6, vmin: float | None = 0.0,
                           size: float = 3.6) -> matplotlib.figure.Figure:
     """The image with an attention ``heat`` map ``[height, width]`` (:func:`patch_heatmap`) over it.
 
     ``boxes``: region boxes ``(x1, y1, x2, y2)`` in pixels, drawn as cyan dashed outlines. The colour
-    scale runs from 0 to the map's maximum (a colourbar gives the values). Uses a bare
+    scale runs from ``vmin`` (default 0; ``None``: the map's minimum, which stretches small differences)
+    to the map's maximum; a colourbar gives the values. Uses a bare
     :class:`matplotlib.figure.Figure` (no pyplot state, nothing is displayed by itself).
     """
     from matplotlib.figure import Figure
@@ -156,7 +157,8 @@ def head_attention_figure(image: Any, heat: np.ndarray, boxes: Sequence[Sequence
     ax.imshow(np.asarray(image))
     finite = heat[np.isfinite(heat)]
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    shown = ax.imshow(np.ma.masked_invalid(heat), cmap=cmap, alpha=alpha, vmin=0.0, vmax=vmax,
+    low = (float(finite.min()) if finite.size else 0.0) if vmin is None else vmin
+    shown = ax.imshow(np.ma.masked_invalid(heat), cmap=cmap, alpha=alpha, vmin=min(low, vmax), vmax=vmax,
                       interpolation="nearest")
     for x1, y1, x2, y2 in boxes:
         ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor="cyan", lw=1.5,

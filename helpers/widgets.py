@@ -249,7 +249,7 @@ def comparison_html(baseline: Evaluation, masked: Evaluation | None, index: int,
     def cells(e: Evaluation) -> str:
         mark = "right" if e.correct[index] else "wrong"
         return (f"<td><b>{html.escape(e.answers[index]) or '(empty)'}</b> ({mark})</td>"
-                f"<td>{e.prob[index]:.4f}</td><td>{e.accuracy:.0%} of {len(e.correct)}</td>")
+                f"<td>{e.prob[index]:.4g}</td><td>{e.accuracy:.0%} of {len(e.correct)}</td>")
 
     head = "<tr><th></th><th>answer</th><th>P(gold answer)</th><th>accuracy</th></tr>"
     rows = f"<tr><td>unmasked</td>{cells(baseline)}</tr>"
@@ -390,7 +390,8 @@ class HeadExplorer:
         self.heat = view_heatmap(self.cache.geometries[i], values, self.view.value)
         title = (f"{self.samples[i].id}\n{heads_text(heads, 4)} · W={weight:.3f}"
                  + ("" if math.isnan(in_box) else f" · in box {in_box:.0%}"))
-        fig = plots.head_attention_figure(self.cache.images[i], self.heat, self.samples[i].boxes, title=title)
+        fig = plots.head_attention_figure(self.cache.images[i], self.heat, self.samples[i].boxes, title=title,
+                                          vmin=None if self.stretch.value else 0.0)
         return fig, weight, in_box
 
     def _render_text(self, i: int, heads: list[tuple[int, int]], weight: float, in_box: float) -> None:
@@ -401,7 +402,7 @@ class HeadExplorer:
             f"{', ' + html.escape(s.question_kind) + ' question' if s.question_kind else ''})<br>"
             f"question: {html.escape(s.question)}<br>gold answer: <b>{html.escape(str(s.answer))}</b> · model: "
             f"<b>{html.escape(str(row.prediction)) or '(empty)'}</b> ({'right' if row.correct else 'wrong'}, "
-            f"P(gold)={base.prob[i]:.4f})<br>query row: {ROW_TEXT[self.cache.rows]}<br>"
+            f"P(gold)={base.prob[i]:.4g})<br>query row: {ROW_TEXT[self.cache.rows]}<br>"
             f"selected: <b>{html.escape(heads_text(heads))}</b> (current {head_label(*self.current)}) · "
             f"attention on the image W={weight:.3f}"
             f"{'' if math.isnan(in_box) else f', share in the box {in_box:.1%}'}"
@@ -447,6 +448,7 @@ class HeadExplorer:
         self.score = w.Dropdown(options=[(v, k) for k, v in SCORE_CHOICES.items()],
                                 value=default_score(self.ranking), description="score")
         anyres = any(g.layout == "anyres" for g in self.cache.geometries)
+        self.stretch = w.Checkbox(value=False, description="colours from min (not 0)", indent=False)
         self.view = w.Dropdown(options=list(VIEWS) if anyres else ["base"], value="base", description="view",
                                disabled=not anyres)
         self.layer = w.IntSlider(0, 0, self.n_layers - 1, description="layer", continuous_update=False)
@@ -489,7 +491,7 @@ class HeadExplorer:
             if not self._syncing:
                 self.render()
 
-        for control in (self.sample, self.score, self.view, self.layer, self.head):
+        for control in (self.sample, self.score, self.view, self.stretch, self.layer, self.head):
             control.observe(changed, names="value")
         self.pin_button.on_click(lambda _: self._pin())
         self.clear_button.on_click(lambda _: self._clear())
@@ -502,7 +504,7 @@ class HeadExplorer:
                 w.HBox([self.k, self.top_k_button])]
         self.widget = w.VBox([
             self.header, w.HBox([self.sample, self.score, self.view]),
-            w.HBox([w.VBox(left), w.VBox([self.attention_image, self.info])]),
+            w.HBox([w.VBox(left), w.VBox([self.attention_image, self.stretch, self.info])]),
             w.HTML(f"<b>top {len(self.top_buttons)} heads</b> by the score shown (click to view):"),
             w.HBox(self.top_buttons, layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self.mask_mode, self.mask_button, self.mask_status]), self.mask_result,

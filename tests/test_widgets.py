@@ -98,6 +98,9 @@ def test_head_change_rerenders_from_cache_without_model_calls(explorer, llava):
         assert explorer.selected == [(1, 3)]
 
         png = explorer.attention_image.value
+        explorer.stretch.value = True
+        assert explorer.attention_image.value != png
+        png = explorer.attention_image.value
         explorer.sample.value = 2  # another sample: another image and rows
         assert explorer.attention_image.value != png and explorer.samples[2].id in explorer.info.value
 
@@ -130,7 +133,7 @@ def test_mask_selected_heads_and_rerun(explorer, llava, samples):
     assert masked.heads == tuple(every) and masked.mode == "zero"
     assert not np.allclose(masked.prob, explorer.cache.baseline.prob, rtol=1e-3)
     assert "masked (8 heads, zero)" in explorer.mask_result.value
-    assert f"{masked.prob[0]:.4f}" in explorer.mask_result.value and masked.answers[0] in explorer.mask_result.value
+    assert f"{masked.prob[0]:.4g}" in explorer.mask_result.value and masked.answers[0] in explorer.mask_result.value
     assert explorer.mask_result.value.count("% of 3") == 2
     # the reported probability is P(gold) under mask_heads, and the model is unmasked afterwards
     with capture.mask_heads(model, every, mode="zero"):
