@@ -149,11 +149,9 @@ def head_attention_figure(image: Any, heat: np.ndarray, boxes: Sequence[Sequence
     to the map's maximum; a colourbar gives the values. Uses a bare
     :class:`matplotlib.figure.Figure` (no pyplot state, nothing is displayed by itself).
     """
-    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    fig = Figure(figsize=(size + 0.9, size), dpi=80)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax, cax = _map_axes(size, left=0.02, bottom=0.02)
     ax.imshow(np.asarray(image))
     finite = heat[np.isfinite(heat)]
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
@@ -166,9 +164,20 @@ def head_attention_figure(image: Any, heat: np.ndarray, boxes: Sequence[Sequence
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=8)
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
-    fig.tight_layout()
+    fig.colorbar(shown, cax=cax).ax.tick_params(labelsize=7)
     return fig
+
+
+def _map_axes(size: float, left: float, bottom: float) -> tuple[Any, Any, Any]:
+    """A bare Figure with a map axes and a colourbar axes at fixed places (faster than tight_layout)."""
+    from matplotlib.figure import Figure
+
+    width = size + 0.9
+    fig = Figure(figsize=(width, size), dpi=80)
+    right = 1 - 0.75 / width
+    ax = fig.add_axes((left, bottom, right - left - 0.03, 0.86 - bottom))
+    cax = fig.add_axes((right, bottom + 0.02, 0.18 / width, 0.82 - bottom))
+    return fig, ax, cax
 
 
 def head_score_figure(scores: np.ndarray, selected: Sequence[tuple[int, int]] = (), title: str = "",
@@ -177,12 +186,9 @@ def head_score_figure(scores: np.ndarray, selected: Sequence[tuple[int, int]] = 
 
     NaN cells (no sample counts, e.g. a detection score without correct answers) are left blank.
     """
-    from matplotlib.figure import Figure
-
     scores = np.asarray(scores, dtype=np.float64)
     layers, heads = scores.shape
-    fig = Figure(figsize=(size + 0.9, size), dpi=80)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax, cax = _map_axes(size, left=0.15, bottom=0.12)
     shown = ax.imshow(np.ma.masked_invalid(scores), cmap=cmap, aspect="auto", interpolation="nearest")
     if selected:
         ax.scatter([h for _, h in selected], [lyr for lyr, _ in selected], s=max(8.0, 900.0 / max(layers, heads)),
@@ -191,8 +197,7 @@ def head_score_figure(scores: np.ndarray, selected: Sequence[tuple[int, int]] = 
     ax.set_ylabel("layer", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.set_title(title, fontsize=8)
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
-    fig.tight_layout()
+    fig.colorbar(shown, cax=cax).ax.tick_params(labelsize=7)
     return fig
 
 

@@ -304,6 +304,7 @@ class HeadExplorer:
         self.masked: Evaluation | None = None
         self.heat: np.ndarray | None = None  # the last rendered attention map [height, width]
         self._syncing = False
+        self._score_key: tuple | None = None
         self._build(grid)
         self.render()
 
@@ -368,8 +369,11 @@ class HeadExplorer:
         """Re-render the score map, the attention map, the texts and the top-head list."""
         i, heads = self.index, self.selected
         scores = self.scores()
-        self.score_image.value = plots.figure_png(plots.head_score_figure(
-            scores, heads, title=f"{self.score.value} · {self.ranking.dataset or 'explorer samples'}"))
+        key = (self.score.value, tuple(heads))
+        if key != self._score_key:  # the map does not depend on the sample or the view
+            self.score_image.value = plots.figure_png(plots.head_score_figure(
+                scores, heads, title=f"{self.score.value} · {self.ranking.dataset or 'explorer samples'}"))
+            self._score_key = key
         fig, weight, in_box = self._attention(i, heads)
         self.attention_image.value = plots.figure_png(fig)
         self._render_text(i, heads, weight, in_box)
