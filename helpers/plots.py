@@ -193,6 +193,10 @@ def head_score_figure(scores: np.ndarray, selected: Sequence[tuple[int, int]] = 
     if selected:
         ax.scatter([h for _, h in selected], [lyr for lyr, _ in selected], s=max(8.0, 900.0 / max(layers, heads)),
                    facecolors="none", edgecolors="red", linewidths=1.5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("head", fontsize=8)
     ax.set_ylabel("layer", fontsize=8)
     ax.tick_params(labelsize=7)

@@ -329,16 +329,20 @@ class HeadExplorer:
         """The score map shown, ``[layers, heads]``."""
         return score_map(self.ranking, self.score.value)
 
-    def top(self) -> list[tuple[int, int]]:
-        """The ``top_k`` best heads of the score map shown, best first (NaN last)."""
-        return metrics.top_heads(torch.from_numpy(self.scores()), self.top_k)
+    def top(self, k: int | None = None) -> list[tuple[int, int]]:
+        """The ``k`` (default ``top_k``) best heads of the score map shown, best first (NaN last)."""
+        return metrics.top_heads(torch.from_numpy(self.scores()), self.top_k if k is None else int(k))
 
     # ----- actions (what the controls call; usable from code)
 
+    def _check(self, layer: int, head: int) -> None:
+        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+            raise ValueError(f"head ({layer}, {head}) is out of range: {self.n_layers} layers x {self.n_heads} heads "
+                             f"(layer 0-{self.n_layers - 1}, head 0-{self.n_heads - 1})")
+
     def pick(self, layer: int, head: int) -> None:
         """Make ``(layer, head)`` the current head (moves the sliders; re-renders once)."""
-        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
-            raise ValueError(f"head ({layer}, {head}) is out of range: {self.n_layers} layers x {self.n_heads} heads")
+        self._check(layer, head)
         self._syncing = True
         try:
             self.layer.value, self.head.value = int(layer), int(head)
@@ -351,6 +355,8 @@ class HeadExplorer:
         heads = [(int(a), int(b)) for a, b in heads]
         if not heads:
             raise ValueError("select: give at least one (layer, head)")
+        for pair in heads:
+            self._check(*pair)
         self.pinned = heads[1:]
         self.pick(*heads[0])
 
@@ -457,13 +463,16 @@ class HeadExplorer:
                                disabled=not anyres)
         self.layer = w.IntSlider(0, 0, self.n_layers - 1, description="layer", continuous_update=False)
         self.head = w.IntSlider(0, 0, self.n_heads - 1, description="head", continuous_update=False)
-        self.pin_button = w.Button(description="pin current head", tooltip="keep the current head selected")
-        self.clear_button = w.Button(description="clear pins")
+        auto = w.Layout(width="auto")
+        self.pin_button = w.Button(description="pin current head", tooltip="keep the current head selected",
+                                   layout=auto)
+        self.clear_button = w.Button(description="clear pins", layout=auto)
         self.k = w.BoundedIntText(value=min(5, self.n_layers * self.n_heads), min=1,
                                   max=self.n_layers * self.n_heads, description="k", layout=w.Layout(width="130px"))
-        self.top_k_button = w.Button(description="select top k", tooltip="pin the k best heads of the score map")
-        self.score_image = w.Image(format="png")
-        self.attention_image = w.Image(format="png")
+        self.top_k_button = w.Button(description="select top k", tooltip="pin the k best heads of the score map",
+                                     layout=auto)
+        self.score_image = w.Image(format="png", layout=w.Layout(width="360px"))
+        self.attention_image = w.Image(format="png", layout=w.Layout(width="360px"))
         self.attention_image.add_class("vh-attention-map")
         self.score_image.add_class("vh-score-map")
         self.info = w.HTML()
@@ -499,21 +508,28 @@ class HeadExplorer:
             control.observe(changed, names="value")
         self.pin_button.on_click(lambda _: self._pin())
         self.clear_button.on_click(lambda _: self._clear())
-        self.top_k_button.on_click(lambda _: self.select(metrics.top_heads(torch.from_numpy(self.scores()),
-                                                                           int(self.k.value))))
-        self.mask_button.on_click(lambda _: self.mask_and_rerun())
+        self.top_k_button.on_click(lambda _: self.select(self.top(self.k.value)))
+        self.mask_button.on_click(lambda _: self._mask_clicked())
 
         left = [self.score_image, *([w.HTML("click a head:"), self.grid] if self.grid is not None else []),
                 self.layer, self.head, w.HBox([self.pin_button, self.clear_button]),
                 w.HBox([self.k, self.top_k_button])]
         self.widget = w.VBox([
             self.header, w.HBox([self.sample, self.score, self.view]),
-            w.HBox([w.VBox(left), w.VBox([self.attention_image, self.stretch, self.info])]),
+            w.HBox([w.VBox(left, layout=w.Layout(width="380px")),
+                    w.VBox([self.attention_image, self.stretch, self.info], layout=w.Layout(max_width="620px"))]),
             w.HTML(f"<b>top {len(self.top_buttons)} heads</b> by the score shown (click to view):"),
             w.HBox(self.top_buttons, layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self.mask_mode, self.mask_button, self.mask_status]), self.mask_result,
         ])
         self.widget.add_class("vh-head-explorer")
+
+    def _mask_clicked(self) -> None:
+        try:
+            self.mask_and_rerun()
+        except Exception as err:  # a callback's exception is otherwise only in the browser's log
+            self.mask_status.value = f"<span style='color:#b00'>masked run failed: {html.escape(str(err))}</span>"
+            raise
 
     def _pin(self) -> None:
         self.pinned = self.selected

@@ -115,7 +115,7 @@ def test_head_change_rerenders_from_cache_without_model_calls(explorer, llava):
         assert f"{scores[explorer.top()[0]]:.3f}" in explorer.top_buttons[0].description
         explorer.k.value = 3
         explorer.top_k_button.click()
-        assert sorted(explorer.selected) == sorted(explorer.top()[:3])
+        assert sorted(explorer.selected) == sorted(explorer.top(3)) and explorer.top(3) == explorer.top()[:3]
     finally:
         counter.handle.remove()
     assert counter.calls == 0
@@ -165,6 +165,8 @@ def test_bad_input_names_the_problem(explorer, llava):
         widgets.HeadExplorer(*llava, explorer.samples, rows="middle")
     with pytest.raises(ValueError, match="out of range"):
         explorer.pick(2, 0)
+    with pytest.raises(ValueError, match=r"\(0, 4\) is out of range"):
+        explorer.select([(0, 1), (0, 4)])
     with pytest.raises(ValueError, match="view 'grid'"):
         widgets.view_heatmap(explorer.cache.geometries[0], np.ones(576), "grid")
 
