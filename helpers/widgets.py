@@ -421,7 +421,7 @@ class HeadExplorer:
     def _render_top(self, scores: np.ndarray) -> None:
         for button, (layer, head) in zip(self.top_buttons, self.top(), strict=True):
             value = scores[layer, head]
-            button.description = f"{head_label(layer, head)}: {value:.3f}"
+            button.description = f"{head_label(layer, head)}: {value:.4g}"
             button.tooltip = f"make {head_label(layer, head)} the current head ({self.score.value} {value:.4f})"
             button._vh_head = (layer, head)
 

@@ -112,7 +112,7 @@ def test_head_change_rerenders_from_cache_without_model_calls(explorer, llava):
         explorer.score.value = "weight"
         scores = explorer.scores()
         assert explorer.top()[0] == tuple(np.unravel_index(np.nanargmax(scores), scores.shape))
-        assert f"{scores[explorer.top()[0]]:.3f}" in explorer.top_buttons[0].description
+        assert f"{scores[explorer.top()[0]]:.4g}" in explorer.top_buttons[0].description
         explorer.k.value = 3
         explorer.top_k_button.click()
         assert sorted(explorer.selected) == sorted(explorer.top(3)) and explorer.top(3) == explorer.top()[:3]
