@@ -39,15 +39,16 @@ def llava():
 
 @pytest.fixture(scope="module")
 def samples():
-    picked = [s for s in data.load_shapes(limit=2) if s.prompt_kind == "visual"]
-    return picked[:2] + [s for s in data.load_shapes(limit=2) if s.prompt_kind == "plain"][:1]
+    """Visual general, visual super (two words longer: the first batch is left padded), plain general."""
+    by_id = {s.id: s for s in data.load_shapes(limit=1)}
+    return [by_id[f"shapes-0000:{kind}"] for kind in ("general:visual", "super:visual", "general:plain")]
 
 
 @pytest.fixture(scope="module")
 def explorer(llava, samples):
     """About 5 s: one generate and one forward over 3 samples of 600-token prompts."""
     model, processor = llava
-    return widgets.HeadExplorer(model, processor, samples, batch_size=3)
+    return widgets.HeadExplorer(model, processor, samples, batch_size=2)  # two batches, different padding
 
 
 def png_array(png: bytes) -> np.ndarray:
@@ -56,12 +57,14 @@ def png_array(png: bytes) -> np.ndarray:
 
 def test_cache_matches_the_scored_rows(explorer):
     res, cache = explorer.cache.results, explorer.cache
+    assert res.table["n_image_tokens"].tolist() == [576] * 3
     assert len(cache.image_rows) == 3 and all(r.shape == (2, 4, 576) for r in cache.image_rows)
     weights = np.stack([r.sum(-1) for r in cache.image_rows])  # [samples, layers, heads]
     np.testing.assert_allclose(weights, res.scores["weight"], rtol=1e-5, atol=1e-6)
     for i, s in enumerate(explorer.samples):
         expected = layout.region_token_mask(explorer.processor, cache.geometries[i].image_size, s.boxes).numpy()
         np.testing.assert_array_equal(cache.region[i], expected)
+    assert res.table["sample_id"].tolist() == [s.id for s in explorer.samples]
     assert cache.baseline.answers == res.table["prediction"].tolist()
     assert ((cache.baseline.prob > 0) & (cache.baseline.prob < 1)).all()
 
