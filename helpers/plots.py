@@ -108,7 +108,6 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
 # model). helpers.widgets wires these to controls. Imports kept with the section to ease merges.
 
 from collections.abc import Sequence  # noqa: E402
-from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -139,10 +138,11 @@ def patch_heatmap(footprints: np.ndarray, values: np.ndarray, image_size: tuple[
     return heat
 
 
-def head_attention_figure(image: Any, heat: np.ndarray, boxes: Sequence[Sequence[float]] = (),
+def head_attention_figure(image: np.ndarray, heat: np.ndarray, boxes: Sequence[Sequence[float]] = (),
                           title: str = "", cmap: str = "inferno", alpha: float = 0.6, vmin: float | None = 0.0,
                           size: float = 3.6) -> matplotlib.figure.Figure:
-    """The image with an attention ``heat`` map ``[height, width]`` (:func:`patch_heatmap`) over it.
+    """The ``image`` (``[height, width, 3]``; a PIL image works too) with an attention ``heat`` map
+    ``[height, width]`` (:func:`patch_heatmap`) over it.
 
     ``boxes``: region boxes ``(x1, y1, x2, y2)`` in pixels, drawn as cyan dashed outlines. The colour
     scale runs from ``vmin`` (default 0; ``None``: the map's minimum, which stretches small differences)
@@ -168,7 +168,8 @@ def head_attention_figure(image: Any, heat: np.ndarray, boxes: Sequence[Sequence
     return fig
 
 
-def _map_axes(size: float, left: float, bottom: float) -> tuple[Any, Any, Any]:
+def _map_axes(size: float, left: float, bottom: float) -> tuple[matplotlib.figure.Figure, matplotlib.axes.Axes,
+                                                               matplotlib.axes.Axes]:
     """A bare Figure with a map axes and a colourbar axes at fixed places (faster than tight_layout)."""
     from matplotlib.figure import Figure
 

@@ -222,7 +222,8 @@ def score_map(results: Results, name: str) -> np.ndarray:
     """Score ``name`` (a key of :data:`SCORE_CHOICES`) as ``[layers, heads]``."""
     if name not in SCORE_CHOICES:
         raise ValueError(f"score must be one of {tuple(SCORE_CHOICES)}, got {name!r}")
-    return results.detection_score() if name == "detection" else results.per_head(name)
+    scores = results.detection_score() if name == "detection" else results.per_head(name)
+    return np.asarray(scores, dtype=np.float32)  # per_head gives numpy or (newer Results) a CPU torch tensor
 
 
 def default_score(results: Results) -> str:
