@@ -11,6 +11,7 @@ Modules, one job each:
     data      benchmark loaders, the paper's prompts, answer scoring
     plots     figures saved as PNG and PDF
     notebooks execute the numbered notebooks; check that committed ones carry no outputs
+    widgets   the interactive head explorer (ipywidgets): pick heads, see their attention, mask them
 """
 
 __version__ = "0.1.0"

@@ -174,3 +174,92 @@ def head_attention_on_image(image: Image.Image, rows: torch.Tensor, heads: list[
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# =============================================================================================
+# Head explorer rendering (pure: arrays and figures in, figures / PNG bytes out; no widgets, no
+# model). helpers.widgets wires these to controls. Imports kept with the section to ease merges.
+
+from collections.abc import Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def head_attention_figure(image: np.ndarray, heat: np.ndarray, boxes: Sequence[Sequence[float]] = (),
+                          title: str = "", cmap: str = "inferno", alpha: float = 0.6, vmin: float | None = 0.0,
+                          size: float = 3.6) -> matplotlib.figure.Figure:
+    """The ``image`` (``[height, width, 3]``; a PIL image works too) with an attention ``heat`` map
+    ``[height, width]`` (:func:`patch_map`) over it.
+
+    ``boxes``: region boxes ``(x1, y1, x2, y2)`` in pixels, drawn as cyan dashed outlines. The colour
+    scale runs from ``vmin`` (default 0; ``None``: the map's minimum, which stretches small differences)
+    to the map's maximum; a colourbar gives the values. Uses a bare
+    :class:`matplotlib.figure.Figure` (no pyplot state, nothing is displayed by itself).
+    """
+    from matplotlib.patches import Rectangle
+
+    fig, ax, cax = _map_axes(size, left=0.02, bottom=0.02)
+    ax.imshow(np.asarray(image))
+    finite = heat[np.isfinite(heat)]
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    low = (float(finite.min()) if finite.size else 0.0) if vmin is None else vmin
+    shown = ax.imshow(np.ma.masked_invalid(heat), cmap=cmap, alpha=alpha, vmin=min(low, vmax), vmax=vmax,
+                      interpolation="nearest")
+    for x1, y1, x2, y2 in boxes:
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor="cyan", lw=1.5,
+                               ls="--"))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(shown, cax=cax).ax.tick_params(labelsize=7)
+    return fig
+
+
+def _map_axes(size: float, left: float, bottom: float) -> tuple[matplotlib.figure.Figure, matplotlib.axes.Axes,
+                                                               matplotlib.axes.Axes]:
+    """A bare Figure with a map axes and a colourbar axes at fixed places (faster than tight_layout)."""
+    from matplotlib.figure import Figure
+
+    width = size + 0.9
+    fig = Figure(figsize=(width, size), dpi=80)
+    right = 1 - 0.75 / width
+    ax = fig.add_axes((left, bottom, right - left - 0.03, 0.86 - bottom))
+    cax = fig.add_axes((right, bottom + 0.02, 0.18 / width, 0.82 - bottom))
+    return fig, ax, cax
+
+
+def head_score_figure(scores: np.ndarray, selected: Sequence[tuple[int, int]] = (), title: str = "",
+                      cmap: str = "viridis", size: float = 3.6) -> matplotlib.figure.Figure:
+    """Layer x head score map ``scores [layers, heads]`` (layer 0 at the top), ``selected`` heads ringed.
+
+    NaN cells (no sample counts, e.g. a detection score without correct answers) are left blank.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    layers, heads = scores.shape
+    fig, ax, cax = _map_axes(size, left=0.15, bottom=0.12)
+    shown = ax.imshow(np.ma.masked_invalid(scores), cmap=cmap, aspect="auto", interpolation="nearest")
+    if selected:
+        ax.scatter([h for _, h in selected], [lyr for lyr, _ in selected], s=max(8.0, 900.0 / max(layers, heads)),
+                   facecolors="none", edgecolors="red", linewidths=1.5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("head", fontsize=8)
+    ax.set_ylabel("layer", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(shown, cax=cax).ax.tick_params(labelsize=7)
+    return fig
+
+
+def figure_png(fig: matplotlib.figure.Figure) -> bytes:
+    """PNG bytes of ``fig`` (Agg, no pyplot), e.g. for an ``ipywidgets.Image``."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches=None)
+    return buffer.getvalue()
