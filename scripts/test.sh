@@ -22,4 +22,4 @@ ruff check helpers tests benchmarks notebooks scripts
 echo "== notebooks carry no outputs"
 python -m helpers.notebooks --check-stripped
 echo "== pytest"
-python -m pytest -q -p no:cacheprovider tests --nbmake notebooks "$@"
+python -m pytest -q -p no:cacheprovider --durations=15 tests --nbmake notebooks "$@"
