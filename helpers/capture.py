@@ -16,9 +16,11 @@ exception or not, switches back and removes the key. No forward method is patche
 The registered function first calls the model's own kernel (sdpa; eager if the model was in
 eager; any other kernel is replaced by sdpa), so the model's output is the kernel's output. For
 capture it then recomputes, in float32, only the query rows asked for:
-``softmax(q_row K^T * scale + mask_row)``, which costs ``O(heads * keys)`` memory per layer and
-call; the full ``[queries, keys]`` matrix is never built. Grouped-query attention is handled
-by grouping query heads over their key/value head (no ``repeat_kv`` copy).
+``softmax(q_row K^T * scale + mask_row)``, which keeps ``O(heads * keys)`` per layer and step
+(transiently also a float32 copy of that layer's keys, the size of its cache entry); the full
+``[queries, keys]`` matrix is never built. Grouped-query attention is handled by grouping query
+heads over their key/value head (no ``repeat_kv`` copy). Head masking with ``"uniform"`` builds the
+``[queries, keys]`` visibility weights of the masked layers in the prefill (like sdpa's own mask).
 
 Contexts nest (``with attention(...), mask_heads(...):``, in either order): an inner context
 builds its plan from the outer one's and adds to it; on exit the outer plan is active again.
@@ -127,6 +129,11 @@ class _Recorder:
                 "new `with capture.attention(...)` for each batch.")
         self.calls[layer] += 1
         self.last_keys[layer] = keys
+        if step == 0 and mask is not None and not bool(_is_allowed(mask[:, :, -1:, keys - 1:keys]).all()):
+            raise CaptureError(
+                f"attention(rows={self.rows!r}): the last position of a sample in the batch is padding (a "
+                "right-padded batch); the recorded row must be a real token's. Pad on the left: "
+                "processor.tokenizer.padding_side = 'left' (helpers.models.load sets it).")
         if not self.wants(step):
             return
         row = last_row_probabilities(query, key, mask, scaling)
@@ -313,8 +320,8 @@ class attention(_PlanContext):  # noqa: N801 (a context manager used like a func
     (its output, not its attention, is removed).
 
     One context records one ``model(...)`` or ``model.generate(...)`` call (dynamic cache, the
-    default); a second call raises :class:`CaptureError`: open a context per batch. Left-padded
-    batches are expected (right padding would put padding after the prompt end).
+    default); a second call raises :class:`CaptureError`: open a context per batch. Batches must
+    be left-padded (a right-padded batch, whose last position is padding, raises :class:`CaptureError`).
     """
 
     def __init__(self, model: Any, rows: str = "answer"):
