@@ -174,7 +174,7 @@ def main() -> None:
                         help="language-model MLP width; 0 = the real one (11008). Narrower makes the capture "
                              "overhead ratio larger (capture only adds attention-side work), so the default is "
                              "the conservative side")
-    parser.add_argument("--repeats", type=int, default=4, help="timed calls of each variant (after a warm-up)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each variant (after a warm-up)")
     parser.add_argument("--new-tokens", type=int, default=8, help="tokens generated in comparison 1")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--geometries", nargs="+", default=list(GEOMETRIES), choices=list(GEOMETRIES))

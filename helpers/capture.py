@@ -127,6 +127,11 @@ class _Recorder:
                 "new `with capture.attention(...)` for each batch.")
         self.calls[layer] += 1
         self.last_keys[layer] = keys
+        if step == 0 and mask is not None and not bool(_is_allowed(mask[:, :, -1:, keys - 1:keys]).all()):
+            raise CaptureError(
+                f"attention(rows={self.rows!r}): the last position of a sample in the batch is padding (a "
+                "right-padded batch); the recorded row must be a real token's. Pad on the left: "
+                "processor.tokenizer.padding_side = 'left' (helpers.models.load sets it).")
         if not self.wants(step):
             return
         row = last_row_probabilities(query, key, mask, scaling)
@@ -313,8 +318,8 @@ class attention(_PlanContext):  # noqa: N801 (a context manager used like a func
     (its output, not its attention, is removed).
 
     One context records one ``model(...)`` or ``model.generate(...)`` call (dynamic cache, the
-    default); a second call raises :class:`CaptureError`: open a context per batch. Left-padded
-    batches are expected (right padding would put padding after the prompt end).
+    default); a second call raises :class:`CaptureError`: open a context per batch. Batches must
+    be left-padded (a right-padded batch, whose last position is padding, raises :class:`CaptureError`).
     """
 
     def __init__(self, model: Any, rows: str = "answer"):

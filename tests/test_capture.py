@@ -59,41 +59,47 @@ def real_attention_model(name: str):
     return model, offline.build_processor(name, tokenizer)
 
 
-def eager_rows(model, batch: dict, ids: torch.Tensor) -> torch.Tensor:
-    """Eager ``output_attentions`` on ``ids`` (prompt + first token): ``[B, L, H, Q, K]`` of the last 2 rows."""
+def eager_forward(model, batch: dict, ids: torch.Tensor):
+    """Eager attention with ``output_attentions`` on ``ids`` (prompt + first generated token)."""
     lm = capture.language_model(model)
     mask = torch.cat([batch["attention_mask"], torch.ones_like(ids[:, -1:])], dim=1)
     lm.set_attn_implementation("eager")
     try:
-        out = model(**{**batch, "input_ids": ids, "attention_mask": mask}, output_attentions=True)
+        return model(**{**batch, "input_ids": ids, "attention_mask": mask}, output_attentions=True)
     finally:
         lm.set_attn_implementation("sdpa")
-    return torch.stack([a[:, :, -2:] for a in out.attentions], dim=1)
 
 
 @pytest.fixture(scope="module", params=ARCHS)
 def real_run(request):
-    """Per architecture: a plain forward, a captured prefill + decoding step, and the eager reference.
+    """Per architecture: a captured prefill + decoding step, the same decoding step without capture, and eager.
 
     The captured pass is what ``generate`` does (prefill, then one decoding step with the cache) so
-    that full-position logits are available; generate itself is tested on the tiny models.
-    Slow (~5-25 s per architecture on 2 cores): real-width attention over ~600-830 tokens x 2.
+    that full-position logits are available; generate itself is tested on the tiny models. The
+    decoding step is repeated without capture on a copy of the cache (bit-identical logits
+    expected); the eager forward over prompt + first token gives the reference rows and logits.
+    Slow (~10-25 s per architecture on 2 shared cores): real-width attention over ~600-830 tokens x 2.
     """
+    import copy
+
     name = request.param
     model, processor = real_attention_model(name)
     batch = two_prompt_batch(name, processor)
     with torch.no_grad():
-        plain = model(**batch).logits
         with capture.attention(model, "prompt_end") as end, capture.attention(model, "answer") as answer, \
                 capture.attention(model, "generated") as generated:
             first = model(**batch, use_cache=True)
+            impl = capture.language_model(model).config._attn_implementation
+            cache = copy.deepcopy(first.past_key_values)
             token = first.logits[:, -1].argmax(-1, keepdim=True)
             mask = torch.cat([batch["attention_mask"], torch.ones_like(token)], dim=1)
-            model(input_ids=token, attention_mask=mask, cache=first.past_key_values, use_cache=True)
-        reference = eager_rows(model, batch, torch.cat([batch["input_ids"], token], dim=1))
-    yield {"name": name, "batch": batch, "plain": plain, "captured": first.logits, "end": end.rows,
-           "answer": answer.rows, "generated": generated.rows, "reference": reference,
-           "impl": capture.language_model(model).config._attn_implementation}
+            step = model(input_ids=token, attention_mask=mask, cache=first.past_key_values, use_cache=True)
+        plain_step = model(input_ids=token, attention_mask=mask, cache=cache, use_cache=True)
+        eager = eager_forward(model, batch, torch.cat([batch["input_ids"], token], dim=1))
+    reference = torch.stack([a[:, :, -2:] for a in eager.attentions], dim=1)  # [B, L, H, 2, K]
+    yield {"name": name, "batch": batch, "captured": first.logits, "eager_logits": eager.logits[:, :-1],
+           "step": step.logits, "plain_step": plain_step.logits, "end": end.rows, "answer": answer.rows,
+           "generated": generated.rows, "reference": reference, "impl": impl}
     del model
 
 
@@ -127,9 +133,29 @@ def test_generated_rows_are_the_steps(real_run):
 
 
 def test_logits_unchanged_under_capture(real_run):
+    """Decoding step: bit-identical to the same step without capture. Prefill: equal to eager's logits."""
+    assert real_run["impl"].startswith("visual_heads_")
+    assert torch.equal(real_run["step"], real_run["plain_step"])
     real = real_run["batch"]["attention_mask"].bool()
-    assert torch.equal(real_run["captured"][real], real_run["plain"][real])
-    assert real_run["impl"] == "sdpa"
+    err = (real_run["captured"][real] - real_run["eager_logits"][real]).abs().max().item()
+    print(f"{real_run['name']}: prefill logits vs eager max abs diff {err:.2e}")
+    assert err <= 1e-4
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_logits_bit_identical_under_capture_tiny(tiny_models, name):
+    """Every non-padding position of the batch: same logits with and without capture, and masking no head."""
+    model, processor = tiny_models(name)
+    batch = two_prompt_batch(name, processor)
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with capture.attention(model, "prompt_end"):
+            captured = model(**batch).logits
+        with capture.mask_heads(model, []):
+            unmasked = model(**batch).logits
+    real = batch["attention_mask"].bool()
+    assert torch.equal(captured[real], plain[real])
+    assert torch.equal(unmasked[real], plain[real])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +214,22 @@ def test_second_call_in_one_context_is_an_error(tiny_models):
             model(**batch)
 
 
+def test_right_padded_batch_is_an_error(tiny_models):
+    model, processor = tiny_models("llava-v1.5-7b")
+    spec = REGISTRY["llava-v1.5-7b"]
+    processor.tokenizer.padding_side = "right"
+    try:
+        batch = processor(images=[Image.new("RGB", (50, 40))] * 2, return_tensors="pt", padding=True,
+                          text=[spec.format_prompt("<image>\nhow many red circles ?"), spec.format_prompt("<image>\nwhat ?")])
+    finally:
+        processor.tokenizer.padding_side = "left"
+    assert not batch["attention_mask"][:, -1].all()
+    with torch.no_grad(), pytest.raises(capture.CaptureError, match="padding_side = 'left'"):
+        with capture.attention(model, "prompt_end"):
+            model(**batch)
+    assert capture.language_model(model).config._attn_implementation == "sdpa"
+
+
 def test_restored_on_exception_and_registries_cleaned(tiny_models):
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -225,7 +267,10 @@ def _zero_o_proj_inputs(model, layer: int):
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_zero_mask_of_a_whole_layer_removes_its_attention(tiny_models, name):
-    """Prefill and decoding: generate's logits at both steps equal those with the layer's o_proj input zeroed."""
+    """Prefill and decoding: generate's logits at both steps equal those with the layer's o_proj input zeroed.
+
+    Also: masking an empty set of heads leaves generate's logits bit-identical at both steps.
+    """
     model, processor = tiny_models(name)
     batch = two_prompt_batch(name, processor)
     layer = 1
@@ -242,16 +287,11 @@ def test_zero_mask_of_a_whole_layer_removes_its_attention(tiny_models, name):
         plain = model.generate(**batch, **kw)
         with capture.mask_heads(model, [], mode="uniform"):
             empty = model.generate(**batch, **kw)
-        real = batch["attention_mask"].bool()
-        full_plain = model(**batch).logits
-        with capture.mask_heads(model, []):
-            full_empty = model(**batch).logits
     for a, b in zip(masked.logits, removed.logits, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(masked.logits[0], plain.logits[0], atol=1e-3)
     for a, b in zip(empty.logits, plain.logits, strict=True):
         assert torch.equal(a, b)
-    assert torch.equal(full_empty[real], full_plain[real])
 
 
 def test_uniform_mask_equals_hand_computed_mean_of_values(tiny_models):
@@ -289,13 +329,17 @@ def test_uniform_mask_equals_hand_computed_mean_of_values(tiny_models):
 
 
 def test_capture_on_a_4bit_model(tmp_path):
-    """bitsandbytes NF4 on CPU (tiny widths are multiples of 64); bf16 compute, so eager's rows are bf16-rounded."""
+    """bitsandbytes NF4 on CPU (tiny widths are multiples of 64); bf16 compute, so eager's rows are bf16-rounded.
+
+    Grouped-query attention is not combined with 4-bit here: bitsandbytes' CPU kernel needs output
+    widths divisible by 32 and the tiny GQA models have 16-wide key/value projections.
+    """
     pytest.importorskip("bitsandbytes")
     from helpers.models import bitsandbytes_problem, load
 
     if bitsandbytes_problem("cpu"):
         pytest.skip(f"bitsandbytes cannot run on this CPU: {bitsandbytes_problem('cpu')}")
-    name = "llava-v1.5-7b"  # bitsandbytes' CPU kernel needs out widths divisible by 32: no tiny GQA model fits
+    name = "llava-v1.5-7b"
     folder = offline.save(name, tmp_path / "m", tiny=True, layers=2)
     model, processor = load(folder, quantization="4bit", device="cpu", check=False)
     assert "Linear4bit" in type(decoder_layers(model)[0].self_attn.q_proj).__name__
@@ -314,7 +358,10 @@ def test_capture_on_a_4bit_model(tmp_path):
     real = batch["attention_mask"].bool()
     assert torch.equal(captured[real], plain[real])
     assert att.rows.dtype == torch.float32
-    assert (att.rows - ref_rows).abs().max() <= 4e-3  # bf16 rounding of eager's probabilities (< 2^-8)
+    err = (att.rows - ref_rows).abs().max().item()
+    print(f"4-bit {name}: prompt_end rows vs eager (bf16) max abs diff {err:.2e}")
+    # eager rounds the scores and the probabilities to bf16; our rows are float32 from the same bf16 q, k
+    torch.testing.assert_close(att.rows, ref_rows, rtol=2e-2, atol=1e-5)
 
 
 def test_a_model_in_eager_mode_keeps_eager_as_its_kernel(tiny_models):
