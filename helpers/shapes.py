@@ -80,7 +80,7 @@ def paper_line_width(size: tuple[int, int]) -> int:
 
 def make_scene(rng: np.random.Generator, size: tuple[int, int] = (112, 112), grid: int = 8, max_count: int = 4,
                distractor_groups: tuple[int, int] = (2, 3), max_distractor_count: int = 3,
-               min_fill: float = 0.55) -> Scene:
+               min_fill: float = 0.7) -> Scene:
     """Draw a random scene (all randomness from ``rng``; same generator state, same scene).
 
     Args:
