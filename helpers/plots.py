@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 from .env import figure_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
 
 matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
 
@@ -22,3 +28,149 @@ def save_figure(fig: matplotlib.figure.Figure, name: str, folder: Path | None = 
     for path in paths:
         fig.savefig(path)
     return paths
+
+
+def pointqa_examples(samples: list, n_records: int = 3, title: str | None = None) -> matplotlib.figure.Figure:
+    """Figure 2: example PointQA entries, one row per record.
+
+    Columns: the image as the model sees it with the visual prompt (red box drawn), with the plain
+    prompt (nothing drawn), and the record's general / object / super questions with the answer.
+    ``samples``: :class:`helpers.data.Sample` objects from a PointQA loader; the first ``n_records``
+    records holding both prompt kinds are shown.
+    """
+    import matplotlib.pyplot as plt
+
+    records: dict[str, dict] = {}
+    for s in samples:
+        records.setdefault(s.meta["record_id"], {})[(s.question_kind, s.prompt_kind)] = s
+    chosen = [r for r in records.values() if {p for _, p in r} >= {"visual", "plain"}][:n_records]
+    if not chosen:
+        raise ValueError("no record with both a visual and a plain sample; load with prompt_kinds=('visual', 'plain')")
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(10, 3.2 * len(chosen)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    for row, record in zip(axes, chosen, strict=True):
+        visual = next(s for (_, p), s in record.items() if p == "visual")
+        plain = next(s for (_, p), s in record.items() if p == "plain")
+        for ax, sample, label in ((row[0], visual, "visual prompt (box drawn)"), (row[1], plain, "plain prompt")):
+            ax.imshow(sample.model_image())
+            ax.set_title(label, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        lines = [f"{visual.meta['record_id']}"]
+        for kind in ("general", "object", "super"):
+            s = record.get((kind, "visual")) or record.get((kind, "plain"))
+            if s is not None:
+                lines.append(f"{kind:>8s}: {s.question}")
+        lines.append(f"{'answer':>8s}: {visual.meta.get('count', visual.answer)}")
+        row[2].text(0.0, 0.5, "\n".join(lines), va="center", ha="left", family="monospace", fontsize=8.5,
+                    wrap=True)
+        row[2].axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def attention_vs_concentration(results: list, only_correct: bool = False, share_axes: bool = True,
+                               cmap: str = "viridis") -> matplotlib.figure.Figure:
+    """Figure 1: attention weight on the image (x) vs concentration (y), one point per head.
+
+    ``results``: :class:`helpers.extract.HeadResults`, one per (model, dataset); panels form a grid
+    with one row per model and one column per dataset, in order of first appearance. Each point is
+    one (layer, head), its coordinates the means over samples (``only_correct``: over correctly
+    answered samples only), its colour the layer. Each panel title ends with the accuracy.
+    """
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r.model for r in results))
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(3.4 * len(datasets) + 0.8, 3.0 * len(models)),
+                             squeeze=False, sharex=share_axes, sharey=share_axes)
+    scatter = None
+    for r in results:
+        ax = axes[models.index(r.model), datasets.index(r.dataset)]
+        w = r.per_head("weight", only_correct).flatten().numpy()
+        c = r.per_head("concentration", only_correct).flatten().numpy()
+        layers, heads = r.weight.shape[1:]
+        layer = [lyr for lyr in range(layers) for _ in range(heads)]
+        scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))
+        ax.set_title(f"{r.model}\n{r.dataset} · acc {r.accuracy:.1%}", fontsize=8.5)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("attention weight on image")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("concentration")
+    for ax in axes.flat:
+        if not ax.collections:
+            ax.axis("off")
+    fig.tight_layout()
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes, label="layer", shrink=0.8)
+    return fig
+
+
+def patch_map(values: torch.Tensor, footprints: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
+    """Paint per-patch ``values`` ``[n]`` into an ``image_size = (height, width)`` array (NaN where no patch).
+
+    ``footprints``: ``[n, 4]`` ``(x1, y1, x2, y2)`` in original-image pixels (``helpers.layout``); each
+    patch fills the pixels its footprint covers (nearest upsampling of the patch grid onto the image).
+    NaN footprints (newline / CLS tokens) are skipped.
+    """
+    import numpy as np
+
+    h, w = image_size
+    out = np.full((h, w), np.nan, dtype=np.float32)
+    for value, (x1, y1, x2, y2) in zip(values.tolist(), footprints.tolist(), strict=True):
+        if np.isnan(x1):
+            continue
+        c1, r1 = max(int(np.floor(x1 + 0.5)), 0), max(int(np.floor(y1 + 0.5)), 0)
+        c2, r2 = min(int(np.floor(x2 + 0.5)), w), min(int(np.floor(y2 + 0.5)), h)
+        out[r1:max(r2, r1 + 1), c1:max(c2, c1 + 1)] = value
+    return out
+
+
+def head_attention_on_image(image: Image.Image, rows: torch.Tensor, heads: list[tuple[int, int]],
+                            image_positions: torch.Tensor, geometry: Any, region: torch.Tensor | None = None,
+                            boxes: tuple = (), view: int = 0, cmap: str = "magma",
+                            title: str | None = None) -> matplotlib.figure.Figure:
+    """The image, then one panel per ``(layer, head)``: that head's attention on the image tokens over the image.
+
+    ``rows``: one sample's captured rows ``[layers, heads, keys]``; ``image_positions``: the key
+    positions of its image tokens ``[n_image_tokens]`` in token order; ``geometry``: its
+    ``helpers.layout.ImageGeometry`` (same order). Only tokens of ``view`` are drawn (0: the base
+    view, the only one for LLaVA-1.5; 1: LLaVA-NeXT's high-resolution grid). Each patch's
+    probability fills its footprint (patch grid upsampled to image pixels), colour scale per panel.
+    ``region``: bool ``[n_image_tokens]``, the region tokens, outlined in cyan; ``boxes``: the
+    question's boxes, dashed red. Panel titles give the head's attention weight on the whole image.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    h, w = geometry.image_size
+    in_view = geometry.view == view
+    fig, axes = plt.subplots(1, len(heads) + 1, figsize=(3.0 * (len(heads) + 1), 3.3), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(image)
+    axes[0].set_title("input (as the model sees it)", fontsize=9)
+    for ax, (layer, head) in zip(axes[1:], heads, strict=True):
+        values = rows[layer, head, image_positions].float()
+        heat = patch_map(values[in_view], geometry.footprints[in_view], (h, w))
+        ax.imshow(image, alpha=0.35)
+        shown = ax.imshow(heat, cmap=cmap, alpha=0.8, extent=(0, w, h, 0), interpolation="nearest")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(f"layer {layer}, head {head}\nweight on image {float(values.sum()):.2f}", fontsize=9)
+    for ax in axes:
+        if region is not None:
+            for x1, y1, x2, y2 in geometry.footprints[region & in_view].tolist():
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="cyan", linewidth=0.8))
+        for x1, y1, x2, y2 in boxes:
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=1.2,
+                                   linestyle="--"))
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,374 @@
+"""Per-head scores from attention rows: weight, concentration, region, detection, stages, agreement.
+
+Input everywhere: ``rows``, float ``[batch, layers, heads, keys]``, each row one query's attention
+probabilities over the keys (``helpers.capture.attention(...).rows``), and a key index saying
+which keys count: a boolean mask ``[batch, keys]`` or ``[keys]``, an integer tensor of positions
+``[n]`` (same for every sample) or a list of per-sample integer tensors (as returned by
+``helpers.layout.image_token_positions``; counts may differ, as with LLaVA-NeXT).
+
+Definitions (DESIGN.md; ``a`` one row, ``V`` the image tokens, ``R`` the region tokens):
+
+- attention weight ``W = sum_{j in V} a_j`` (:func:`attention_weight`), in [0, 1];
+- concentration ``C = 1 - H(p) / log|V|`` with ``p = a_V / W`` (:func:`concentration`): 1 when
+  all image attention is on one patch, 0 when it is uniform over the image. ``W = 0``: ``p`` is
+  undefined, ``C`` is ``if_no_weight`` (default NaN; the aggregates skip NaN). ``|V| = 1``: ``C = 1``
+  (all image attention is trivially on one patch). ``|V| = 0``: NaN.
+- region weight ``W_R = sum_{j in R} a_j`` and region share ``W_R / W`` (:func:`region_weight`,
+  :func:`region_share`);
+- detection score (:func:`detection_hits`, :func:`detection_score`): per sample and head, the share
+  of the head's top-k keys that lie in ``R``, averaged over the correctly answered samples; ``k``
+  scales with the number of image tokens; ``top1=True`` is the retrieval-head variant (is the
+  single most attended key in ``R``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Index = torch.Tensor | Sequence[torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Key index
+
+
+def key_mask(index: Index, batch: int, keys: int, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean ``[batch, keys]`` from any accepted key index (see the module docstring).
+
+    A boolean mask shorter than ``keys`` (built from the prompt's ``input_ids`` while the rows of
+    ``capture.attention(rows="answer")`` also hold the generated token) is padded with False on the
+    right: keys after the prompt are generated tokens, never image tokens. Raises ``ValueError``
+    when the index does not fit ``batch`` x ``keys``.
+    """
+    if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+        mask = index if index.dim() == 2 else index[None].expand(batch, -1)
+        if mask.dim() == 2 and mask.shape[-1] < keys:
+            mask = torch.nn.functional.pad(mask, (0, keys - mask.shape[-1]), value=False)
+        if mask.shape != (batch, keys):
+            raise ValueError(f"boolean key index of shape {tuple(index.shape)} does not fit rows with batch {batch} "
+                             f"and {keys} keys; pass [batch, keys] or [keys]")
+        return mask.to(device) if device is not None else mask
+    if isinstance(index, torch.Tensor):
+        index = [index] * batch if index.dim() == 1 else list(index)
+    if len(index) != batch:
+        raise ValueError(f"key index has {len(index)} samples, rows have {batch}")
+    mask = torch.zeros(batch, keys, dtype=torch.bool, device=device)
+    for i, pos in enumerate(index):
+        pos = torch.as_tensor(pos, dtype=torch.long)
+        if pos.numel() and (pos.min() < -keys or pos.max() >= keys):
+            raise ValueError(f"sample {i}: key positions out of range for {keys} keys")
+        mask[i, pos.to(mask.device)] = True
+    return mask
+
+
+def _rows_mask(rows: torch.Tensor, index: Index) -> tuple[torch.Tensor, torch.Tensor]:
+    if rows.dim() != 4:
+        raise ValueError(f"rows must be [batch, layers, heads, keys], got shape {tuple(rows.shape)}")
+    rows = rows.float() if rows.dtype in (torch.float16, torch.bfloat16) else rows
+    mask = key_mask(index, rows.shape[0], rows.shape[-1], rows.device)
+    return rows, mask[:, None, None, :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight and concentration
+
+
+def attention_weight(rows: torch.Tensor, index: Index) -> torch.Tensor:
+    """``W = sum_{j in index} a_j``: ``[batch, layers, heads]`` from ``rows [batch, layers, heads, keys]``."""
+    rows, m = _rows_mask(rows, index)
+    return (rows * m).sum(-1)
+
+
+def concentration(rows: torch.Tensor, index: Index, if_no_weight: float = float("nan"),
+                  min_weight: float = 0.0) -> torch.Tensor:
+    """``C = 1 - H(p) / log|V|``, ``p`` the attention renormalised over ``V = index``: ``[batch, layers, heads]``.
+
+    ``H`` is the Shannon entropy (``0 log 0 = 0``); the ratio does not depend on the log base.
+    ``if_no_weight`` (default NaN) is returned where ``W <= min_weight`` (default 0: only an exact
+    zero), since ``p`` is then undefined. Where ``|V| = 1`` the result is 1; where ``|V| = 0``, NaN.
+    Computed in float64, clamped to [0, 1] against rounding.
+    """
+    rows, m = _rows_mask(rows, index)
+    a = (rows.double() * m).clamp(min=0)
+    w = a.sum(-1, keepdim=True)
+    p = a / w.clamp(min=torch.finfo(torch.float64).tiny)
+    h = -(p * torch.log(p.clamp(min=torch.finfo(torch.float64).tiny))).sum(-1)
+    n = m.sum(-1).double().expand_as(h)
+    c = torch.where(n > 1, 1 - h / torch.log(n.clamp(min=2)), torch.ones_like(h)).clamp(0, 1)
+    c = torch.where(w[..., 0] <= min_weight, torch.full_like(c, if_no_weight), c)
+    c = torch.where(n == 0, torch.full_like(c, float("nan")), c)
+    return c.to(rows.dtype)
+
+
+def region_weight(rows: torch.Tensor, region: Index) -> torch.Tensor:
+    """``W_R = sum_{j in R} a_j``: ``[batch, layers, heads]`` (the attention weight of the region tokens)."""
+    return attention_weight(rows, region)
+
+
+def region_share(rows: torch.Tensor, region: Index, image: Index, if_no_weight: float = float("nan")) -> torch.Tensor:
+    """``W_R / W``: the part of a head's image attention that falls on the region, ``[batch, layers, heads]``.
+
+    ``if_no_weight`` (default NaN) where ``W = 0``.
+    """
+    w = attention_weight(rows, image)
+    wr = region_weight(rows, region)
+    return torch.where(w > 0, wr / w.clamp(min=torch.finfo(w.dtype).tiny), torch.full_like(w, if_no_weight))
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection score
+
+
+def topk_size(n_image: torch.Tensor, n_region: torch.Tensor, k: float | int | str) -> torch.Tensor:
+    """Per sample ``k``: ``float`` in (0, 1] = that fraction of the image tokens (rounded, at least 1),
+    ``int`` = that many keys, ``"region"`` = ``|R|`` (R-precision). ``[batch]`` long."""
+    if k == "region":
+        return n_region.clamp(min=1).long()
+    if isinstance(k, float):
+        if not 0 < k <= 1:
+            raise ValueError(f"k as a fraction of the image tokens must lie in (0, 1], got {k}")
+        return (n_image.double() * k).round().clamp(min=1).long()
+    if isinstance(k, int) and k >= 1:
+        return torch.full_like(n_image, k).long()
+    raise ValueError(f"k must be a fraction in (0, 1], a positive int or 'region', got {k!r}")
+
+
+def detection_hits(rows: torch.Tensor, image: Index, region: Index, k: float | int | str = 0.05,
+                   top1: bool = False, among: Literal["all", "image"] = "all") -> torch.Tensor:
+    """Per sample and head, the share of the head's top-k keys that lie in the region: ``[batch, layers, heads]``.
+
+    ``k`` (default 0.05: 5 % of the sample's image tokens, 29 of LLaVA-1.5's 576) is read by
+    :func:`topk_size`. ``top1=True``: the retrieval-head variant, 1 if the most attended key is a
+    region token, else 0 (same as ``k=1``). ``among="all"`` (default) ranks every key, so a head
+    whose strongest keys are text tokens (e.g. the first token, an attention sink) scores low;
+    ``among="image"`` ranks only the image tokens. Ties among equal weights go to the later key.
+    """
+    rows, img = _rows_mask(rows, image)
+    _, reg = _rows_mask(rows, region)
+    reg = reg & img
+    n_img, n_reg = img.sum(-1)[:, 0, 0], reg.sum(-1)[:, 0, 0]
+    ks = torch.ones_like(n_img) if top1 else topk_size(n_img, n_reg, k)
+    if among == "image":
+        ks = torch.minimum(ks, n_img.clamp(min=1))
+        scored = torch.where(img, rows, torch.full_like(rows, -1.0))
+    elif among == "all":
+        scored = rows
+    else:
+        raise ValueError(f"among must be 'all' or 'image', got {among!r}")
+    kmax = min(int(ks.max()), rows.shape[-1])
+    keys = rows.shape[-1]
+    # stable descending sort of the key-reversed rows: ties go to the later key, so keys that no
+    # query can see (left padding, exact zeros) are taken last and padding never changes the result
+    order = torch.sort(scored.flip(-1), dim=-1, descending=True, stable=True).indices[..., :kmax]
+    top = keys - 1 - order  # [b, l, h, kmax]
+    in_region = torch.gather(reg.expand_as(rows), -1, top).float()
+    take = torch.arange(top.shape[-1], device=rows.device)[None, :] < ks[:, None]  # [b, kmax]
+    hits = (in_region * take[:, None, None, :]).sum(-1) / ks[:, None, None].to(in_region.dtype)
+    return torch.where((n_img > 0)[:, None, None], hits, torch.full_like(hits, float("nan")))
+
+
+def detection_score(rows: torch.Tensor, image: Index, region: Index, correct: torch.Tensor | None = None,
+                    k: float | int | str = 0.05, top1: bool = False,
+                    among: Literal["all", "image"] = "all") -> torch.Tensor:
+    """Mean of :func:`detection_hits` over the correctly answered samples: ``[layers, heads]``.
+
+    ``correct``: boolean ``[batch]`` (None = all samples). Raises ``ValueError`` if no sample is
+    correct (then there is nothing to score; use more samples or ``correct=None``).
+    """
+    hits = detection_hits(rows, image, region, k=k, top1=top1, among=among)
+    return aggregate(hits, mask=correct).mean
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation over samples
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and spread over samples, each ``[...]`` (the per-sample shape). ``n``: samples used per entry.
+
+    ``spread`` holds the standard error (``kind="sem"``) or standard deviation (``"std"``);
+    ``low``/``high`` the bootstrap percentile interval (``"ci"``) or ``mean -/+ spread`` otherwise.
+    """
+
+    mean: torch.Tensor
+    spread: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    n: torch.Tensor
+    kind: str
+
+
+def aggregate(values: torch.Tensor, mask: torch.Tensor | None = None, kind: Literal["sem", "std", "ci"] = "sem",
+              level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> Summary:
+    """Mean over the first (sample) axis of ``values [batch, ...]``, skipping NaN and samples where ``mask`` is False.
+
+    ``kind``: ``"sem"`` (default; standard error of the mean, sample std with ddof 1 / sqrt(n)),
+    ``"std"`` (sample standard deviation) or ``"ci"`` (percentile bootstrap interval at ``level``
+    with ``n_boot`` resamples of the samples, seeded; ``spread`` is then half its width).
+    """
+    if mask is not None:
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=values.device)
+        if mask.shape != values.shape[:1]:
+            raise ValueError(f"mask must be [batch] = {values.shape[0]}, got {tuple(mask.shape)}")
+        if not mask.any():
+            raise ValueError("no sample selected (e.g. no correctly answered sample): nothing to aggregate")
+        values = values[mask]
+    v = values.double()
+    ok = ~torch.isnan(v)
+    n = ok.sum(0)
+    total = torch.where(ok, v, 0.0).sum(0)
+    mean = total / n.clamp(min=1)
+    var = torch.where(ok, (v - mean) ** 2, 0.0).sum(0) / (n - 1).clamp(min=1)
+    std = var.sqrt()
+    nan = torch.full_like(mean, float("nan"))
+    mean = torch.where(n > 0, mean, nan)
+    std = torch.where(n > 1, std, nan)
+    if kind == "std":
+        spread = std
+    elif kind == "sem":
+        spread = std / n.clamp(min=1).sqrt()
+    elif kind == "ci":
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, v.shape[0], (n_boot, v.shape[0]), generator=g)
+        bv, bok = torch.where(ok, v, 0.0)[idx], ok[idx].double()
+        boot = bv.sum(1) / bok.sum(1)  # NaN where a resample has no valid value
+        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+        lo, hi = torch.nanquantile(boot, q, dim=0)
+        return Summary(mean.to(values.dtype), ((hi - lo) / 2).to(values.dtype), lo.to(values.dtype),
+                       hi.to(values.dtype), n, kind)
+    else:
+        raise ValueError(f"kind must be 'sem', 'std' or 'ci', got {kind!r}")
+    return Summary(mean.to(values.dtype), spread.to(values.dtype), (mean - spread).to(values.dtype),
+                   (mean + spread).to(values.dtype), n, kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking and stages
+
+
+def top_heads(scores: torch.Tensor, k: int) -> list[tuple[int, int]]:
+    """The ``k`` best ``(layer, head)`` pairs of ``scores [layers, heads]``, best first.
+
+    NaN scores rank last; ties keep (layer, head) order.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [layers, heads], got shape {tuple(scores.shape)}")
+    flat = torch.nan_to_num(scores.double().flatten(), nan=-math.inf)
+    order = torch.sort(-flat, stable=True).indices[:k]
+    heads = scores.shape[1]
+    return [(int(i) // heads, int(i) % heads) for i in order]
+
+
+STAGES = ("early", "middle", "late")
+
+
+def stage_of(layer: int, n_layers: int) -> str:
+    """``"early"``, ``"middle"`` or ``"late"`` for ``layer`` of ``n_layers`` (``helpers.models.stage_bounds``)."""
+    from .models import stage_bounds
+
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} out of range for {n_layers} layers")
+    a, b = stage_bounds(n_layers)
+    return STAGES[0] if layer < a else STAGES[1] if layer < b else STAGES[2]
+
+
+def stage_distribution(heads: Sequence[tuple[int, int]], n_layers: int, normalize: bool = True) -> dict[str, float]:
+    """How many of ``heads`` (``(layer, head)`` pairs) lie in each stage; fractions if ``normalize``."""
+    counts = {s: 0.0 for s in STAGES}
+    for layer, _ in heads:
+        counts[stage_of(layer, n_layers)] += 1
+    if normalize and heads:
+        counts = {s: c / len(heads) for s, c in counts.items()}
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-model agreement
+
+
+def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.shape != b.shape:
+        raise ValueError(f"score maps differ in shape {tuple(a.shape)} vs {tuple(b.shape)}; for models of different "
+                         "depth compare layer_profile(...) on normalised depth (profile_correlation)")
+    a, b = a.double().flatten(), b.double().flatten()
+    ok = ~(torch.isnan(a) | torch.isnan(b))
+    return a[ok], b[ok]
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two equal-shape score maps, flattened (NaN pairs dropped)."""
+    a, b = _pair(a, b)
+    a, b = a - a.mean(), b - b.mean()
+    den = (a.norm() * b.norm()).item()
+    return float((a @ b).item() / den) if den > 0 else float("nan")
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share the mean rank), 0-based."""
+    order = torch.argsort(x, stable=True)
+    sorted_x = x[order]
+    ranks = torch.empty_like(x)
+    ranks[order] = torch.arange(len(x), dtype=x.dtype)
+    _, inverse, counts = torch.unique_consecutive(sorted_x, return_inverse=True, return_counts=True)
+    start = torch.cumsum(counts, 0) - counts
+    mean_rank = start.double() + (counts.double() - 1) / 2
+    ranks[order] = mean_rank[inverse].to(x.dtype)
+    return ranks
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation (Pearson of average ranks) of two equal-shape score maps."""
+    a, b = _pair(a, b)
+    return pearson(_ranks(a), _ranks(b))
+
+
+def topk_jaccard(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
+    """``|A ∩ B| / |A ∪ B|`` of the top-``k`` heads of two equal-shape ``[layers, heads]`` score maps."""
+    _pair(a, b)
+    sa, sb = set(top_heads(a, k)), set(top_heads(b, k))
+    return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
+
+
+def layer_profile(scores: torch.Tensor, reduce: Literal["mean", "max", "sum"] = "mean") -> torch.Tensor:
+    """One value per layer from ``scores [layers, heads]`` (NaN-aware ``reduce`` over heads): ``[layers]``."""
+    s = scores.double()
+    if reduce == "mean":
+        return torch.nanmean(s, dim=1)
+    if reduce == "sum":
+        return torch.nansum(s, dim=1)
+    if reduce == "max":
+        return torch.nan_to_num(s, nan=-math.inf).amax(1)
+    raise ValueError(f"reduce must be 'mean', 'max' or 'sum', got {reduce!r}")
+
+
+def depth_profile(scores: torch.Tensor, points: int = 20,
+                  reduce: Literal["mean", "max", "sum"] = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer profile on normalised depth: ``(depth [points], profile [points])``.
+
+    Layer ``l`` of ``L`` sits at depth ``(l + 0.5) / L``; the profile is linearly interpolated at
+    ``points`` evenly spaced depths in [0, 1] (held constant beyond the first / last layer), so
+    models of different depth (32 vs 40 layers) can be compared point by point.
+    """
+    prof = layer_profile(scores, reduce)
+    n = prof.shape[0]
+    depth = torch.linspace(0, 1, points, dtype=torch.float64)
+    pos = (depth * n - 0.5).clamp(0, n - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    frac = pos - lo
+    return depth, prof[lo] * (1 - frac) + prof[hi] * frac
+
+
+def profile_correlation(a: torch.Tensor, b: torch.Tensor, points: int = 20,
+                        reduce: Literal["mean", "max", "sum"] = "mean",
+                        method: Literal["pearson", "spearman"] = "pearson") -> float:
+    """Correlation of two models' depth profiles (:func:`depth_profile`); the maps may differ in shape."""
+    _, pa = depth_profile(a, points, reduce)
+    _, pb = depth_profile(b, points, reduce)
+    return pearson(pa, pb) if method == "pearson" else spearman(pa, pb)
