@@ -1,31 +1,35 @@
 """Toy model organisms: small LLaVA models trained on CPU on the synthetic shapes task.
 
-    python -m helpers.toy pretrain --out build/toy/decoder-a --seed 1          # text-only decoder
-    python -m helpers.toy train --decoder build/toy/decoder-a --out data/toy-a1 --seed 11
-    python -m helpers.toy evaluate data/toy-a1
+    python -m helpers.toy build toy-a1            # train a committed model from its recipe
+    python -m helpers.toy evaluate data/toy-a1    # held-out accuracy: box drawn, no box, blank image
+    python -m helpers.toy mask data/toy-a1        # masking experiment, added to the model card
+    python -m helpers.toy train --decoder build/toy/decoder-a --out /tmp/x --steps 5   # ad hoc
 
-Architecture (transformers ``LlavaForConditionalGeneration``, the real LLaVA-1.5 code path):
-a CLIP vision tower (ViT, 14-pixel patches, 112-pixel images -> an 8x8 grid of 64 image tokens),
-the two-layer GELU projector, and a Llama decoder (default 6 layers x 8 heads of size 16).
+Architecture (transformers ``LlavaForConditionalGeneration``, the real LLaVA-1.5 code path): a CLIP
+vision tower (ViT, 14-pixel patches, 112-pixel images -> an 8x8 grid of 64 image tokens, 2 layers),
+LLaVA's two-layer GELU projector, and a Llama decoder (default 6 layers x 8 heads of size 8).
+Scenes come from :mod:`helpers.shapes` (one object per patch, 8 objects, counts 1-4).
 
-Choices, each a parameter of :class:`ToyConfig` and documented in the model cards:
+Training, in three stages, each a function here, all seeded (same seeds, same weights on CPU):
 
-- *Local vision features.* The image features are taken below the tower's single transformer
-  layer (``vision_feature_layer=-2`` = patch embedding + position embedding + pre-layernorm),
-  so each image token describes its own 14x14 patch only. LLaVA's frozen CLIP features are
-  largely local; making that strict means that finding the boxed object and counting its
-  look-alikes must happen in the decoder's attention heads, which is what we want to study.
-  A side effect that tests rely on: changing pixels inside a patch changes only that token.
-- *Two training phases.* ``pretrain`` trains a family's decoder on a text-only version of the task
-  (the scene written as words, the exemplary object in brackets), like an LLM's pretraining;
-  ``train`` starts from that decoder, adds a freshly initialised vision tower and projector
-  (``connector_seed``) and trains everything on rendered scenes (the multimodal fine-tune).
-  Two fine-tunes from one decoder form a family, as in the paper's within-family comparison.
-- *Prompt.* The paper's PointQA prompt in the vicuna_v1 template:
-  ``USER: <image>\\n{Q} The exemplary object is within the rectangle.\\nAnswer the question using a
-  single word or phrase. ASSISTANT:``; the loss is on the answer token and ``</s>``.
-- *Scoring.* The arg-max next token at the end of the prompt (= greedy decoding's first token) must
-  be the count. Chance for an image-blind model is 1/4 (counts uniform in 1..4).
+1. :func:`pretrain` -- the family's *decoder*: the whole model trained on a text-only version of
+   the task (the scene written as words, ``colour kind n`` per object, the exemplar in brackets),
+   as a language model is pretrained before it meets images. Two families = two seeds.
+2. :func:`pretrain_vision` -- the stand-in for CLIP pretraining: the vision tower (fresh, with the
+   *connector seed*) learns with dense per-patch supervision which object each patch holds, how
+   many objects of that type the image has, and whether the patch is boxed; it is then frozen,
+   as LLaVA freezes CLIP. The decoder must still *find* the right image token (the boxed one,
+   or one of the named type) and read it: that look-up is what the visual heads do.
+3. :func:`finetune` -- the multimodal fine-tune: projector and decoder trained on rendered scenes
+   with the paper's prompt, starting from the family's decoder. Two connector seeds / data mixes
+   per family give the within-family pair (the paper's LLaVA-1.5 vs 1.6 style comparison).
+
+Prompt: the paper's PointQA prompt in the vicuna_v1 template, ``USER: <image>\\n{Q} The exemplary
+object is within the rectangle.\\nAnswer the question using a single word or phrase. ASSISTANT:``;
+the loss is on the answer token and ``</s>``. A share of auxiliary questions (the boxed object's
+colour or shape; counts of a colour or a kind) enriches the signal; they are never evaluated.
+Scoring: the arg-max next token at the end of the prompt (= greedy decoding's first token) must be
+the count. Chance for an image-blind model: 1/4 (counts uniform in 1..4).
 """
 
 from __future__ import annotations
@@ -461,6 +465,116 @@ def full_evaluation(model: Any, processor: Any, n: int = 300) -> dict:
             "blank": evaluate(model, processor, n, image="blank")}
 
 
+def _region_and_image(model: Any, processor: Any, batch: dict, samples: list[Sample]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean ``[batch, seq]`` masks of the image tokens and of the box's region tokens."""
+    from .layout import region_mask
+
+    token = model.config.image_token_id
+    image = batch["input_ids"] == token
+    sizes = [(s.scene.size[1], s.scene.size[0]) for s in samples]
+    region = region_mask(batch["input_ids"], token, processor, sizes, [s.scene.box for s in samples])
+    return image, region
+
+
+@torch.no_grad()
+def visual_head_scores(model: Any, processor: Any, n: int = 192, seed: int = HELD_OUT_SEED + 1,
+                       rows: str = "prompt_end", k: float | int | str = 0.05, batch_size: int = 64,
+                       correct_only: bool = True) -> torch.Tensor:
+    """Detection score of every head, ``[layers, heads]`` (``helpers.metrics.detection_score``).
+
+    Measured on ``n`` visual-prompt samples drawn with ``seed`` (disjoint from the accuracy set of
+    :func:`held_out`), over the correctly answered ones (``correct_only=False``: over all). ``rows="prompt_end"`` (default here): the
+    answers are single tokens, so the row that predicts the answer is the last prompt position;
+    the paper's ``"answer"`` row (first generated token) would be the one predicting ``</s>``.
+    """
+    from . import capture, metrics
+
+    samples = held_out(n, model.config.vision_config.image_size, True, seed=seed)
+    hits, correct = [], []
+    for i in range(0, n, batch_size):
+        part = samples[i:i + batch_size]
+        batch = encode(processor, part, with_answer=False)
+        if rows == "prompt_end":
+            with capture.attention(model, rows="prompt_end") as att:
+                logits = model(**batch).logits[:, -1]
+        else:
+            with capture.attention(model, rows=rows) as att:
+                out = model.generate(**batch, max_new_tokens=2, do_sample=False, output_logits=True,
+                                     return_dict_in_generate=True)
+            logits = out.logits[0]
+        pred = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+        image, region = _region_and_image(model, processor, batch, part)
+        pad = att.rows.shape[-1] - image.shape[1]  # the "answer" row also sees the generated token
+        image, region = (torch.nn.functional.pad(x, (0, pad)) for x in (image, region))
+        hits.append(metrics.detection_hits(att.rows, image, region, k=k))
+        correct += [p == s.answer for p, s in zip(pred, part, strict=True)]
+    mask = torch.tensor(correct) if correct_only else None
+    return metrics.aggregate(torch.cat(hits), mask=mask).mean
+
+
+def random_heads_like(heads: list[tuple[int, int]], n_layers: int, n_heads: int, rng: np.random.Generator
+                      ) -> list[tuple[int, int]]:
+    """As many random heads per stage as ``heads`` has, drawn from that stage, excluding ``heads``."""
+    from .metrics import stage_of
+
+    taken = set(heads)
+    out: list[tuple[int, int]] = []
+    for stage in {stage_of(layer, n_layers) for layer, _ in heads}:
+        need = sum(stage_of(layer, n_layers) == stage for layer, _ in heads)
+        pool = [(layer, h) for layer in range(n_layers) for h in range(n_heads)
+                if stage_of(layer, n_layers) == stage and (layer, h) not in taken]
+        pick = rng.choice(len(pool), size=min(need, len(pool)), replace=False)
+        out += [pool[i] for i in sorted(pick)]
+    return sorted(out)
+
+
+def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (4, 8), n: int = 300, draws: int = 5,
+                       seed: int = 0, mode: str = "uniform", score_n: int = 192) -> dict:
+    """Accuracy on :func:`held_out` with the top-``k`` visual heads masked (by :func:`visual_head_scores`)
+    versus ``k`` random heads from the same stages (``draws`` draws, seeded), for each ``k``.
+
+    Returns ``{"baseline": acc, "scores": [[...]], "k": {k: {"top_heads", "top", "random", "random_each",
+    "extra_drop"}}}`` where ``extra_drop = mean(random) - top`` (in accuracy units). Head scores come
+    from ``score_n`` samples disjoint from the ``n`` accuracy samples.
+    """
+    from . import capture, metrics
+
+    spec_layers = model.config.text_config.num_hidden_layers
+    spec_heads = model.config.text_config.num_attention_heads
+    scores = visual_head_scores(model, processor, n=score_n)
+    samples = held_out(n, model.config.vision_config.image_size, True)
+
+    def accuracy(heads: list[tuple[int, int]]) -> float:
+        with capture.mask_heads(model, heads, mode=mode):
+            preds = predict(model, processor, samples)
+        return float(np.mean([p == s.answer for p, s in zip(preds, samples, strict=True)]))
+
+    result: dict = {"baseline": accuracy([]), "scores": scores.tolist(), "mode": mode, "n": n, "k": {}}
+    rng = np.random.default_rng(seed)
+    for k in ks:
+        top = metrics.top_heads(scores, k)
+        randoms = [accuracy(random_heads_like(top, spec_layers, spec_heads, rng)) for _ in range(draws)]
+        acc_top = accuracy(top)
+        result["k"][k] = {"top_heads": top, "top": acc_top, "random": float(np.mean(randoms)),
+                          "random_each": randoms, "extra_drop": float(np.mean(randoms) - acc_top)}
+    return result
+
+
+def masking_text(res: dict) -> str:
+    """Markdown table of :func:`masking_experiment`."""
+    lines = [f"Held-out accuracy ({res['n']} visual-prompt samples) with heads masked (`helpers.capture.mask_heads`, "
+             f"mode `{res['mode']}`); top heads by detection score (`helpers.toy.visual_head_scores`), random heads "
+             f"drawn from the same stages (mean of {len(next(iter(res['k'].values()))['random_each'])} draws). "
+             f"Unmasked: {res['baseline']:.3f}.", "",
+             "| heads masked | top visual heads | random, same stages | extra drop (points) | top heads (layer, head) |",
+             "|---|---|---|---|---|"]
+    for k, r in res["k"].items():
+        lines.append(f"| {k} | {r['top']:.3f} | {r['random']:.3f} | {100 * r['extra_drop']:.1f} | "
+                     f"{', '.join(f'({a},{b})' for a, b in r['top_heads'])} |")
+    return "\n".join(lines)
+
+
 def write_card(out: Path, meta: dict) -> None:
     """The model card ``README.md`` from the training metadata."""
     cfg, ev = meta["config"], meta.get("evaluation", {})
@@ -511,7 +625,7 @@ Without the box, *general* questions are ambiguous (nothing says which object is
 accuracy on them is expected to drop; *object* questions name the object and do not need the box.
 """
     if "masking" in meta:
-        text += "\n## Head masking\n" + meta["masking"] + "\n"
+        text += "\n## Head masking\n" + masking_text(meta["masking"]) + "\n"
     (Path(out) / "README.md").write_text(text)
 
 
@@ -575,6 +689,8 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.add_parser("build", help="train a committed model from its recipe (RECIPES)")
     b.add_argument("name", choices=sorted(RECIPES))
     b.add_argument("--out", default=None)
+    mk = sub.add_parser("mask", help="run the masking experiment on a saved model and add it to its card")
+    mk.add_argument("folder")
     e = sub.add_parser("evaluate")
     e.add_argument("folder")
     e.add_argument("-n", type=int, default=300)
@@ -582,6 +698,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # on a shared CPU one thread runs ~10x faster than two contending ones
     if a.cmd == "build":
         build(a.name, a.out)
+        return
+    if a.cmd == "mask":
+        from .models import load
+
+        model, processor = load(a.folder)
+        meta = json.loads((Path(a.folder) / "training.json").read_text())
+        meta["masking"] = masking_experiment(model, processor)
+        (Path(a.folder) / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_card(Path(a.folder), meta)
+        print(masking_text(meta["masking"]))
         return
     if a.cmd == "evaluate":
         from .models import load
