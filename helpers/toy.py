@@ -390,12 +390,23 @@ def finetune(cfg: ToyConfig, decoder: Path | None, out: Path, connector_seed: in
     meta = {"name": name, "family": family, "template": TEMPLATE, "decoder": str(decoder),
             "connector_seed": connector_seed, "config": asdict(cfg), "train_seconds": round(seconds, 1),
             "vision_pretraining_patch_accuracy": vision_acc}
+    add_decoder_meta(meta)
     if card:
         meta["evaluation"] = full_evaluation(model, processor)
     _save(model, processor, out, meta)
     if card:
         write_card(out, meta)
     return model, processor, meta
+
+
+def add_decoder_meta(meta: dict) -> dict:
+    """Copy the decoder pretraining's seed, steps, time and text accuracy into a model's ``meta``."""
+    folder = Path(meta.get("decoder") or "")
+    if (folder / "training.json").is_file():
+        dmeta = json.loads((folder / "training.json").read_text())
+        meta.update(decoder_seed=dmeta["config"]["seed"], decoder_steps=dmeta["config"]["steps"],
+                    decoder_seconds=dmeta["seconds"], decoder_text_accuracy=dmeta["text_accuracy"]["accuracy"])
+    return meta
 
 
 def _save(model: Any, processor: Any, out: Path, meta: dict) -> None:
@@ -575,6 +586,10 @@ def masking_text(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt(acc: dict | None) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in acc.items()) if acc else "n/a"
+
+
 def write_card(out: Path, meta: dict) -> None:
     """The model card ``README.md`` from the training metadata."""
     cfg, ev = meta["config"], meta.get("evaluation", {})
@@ -594,8 +609,9 @@ a red box, and genuinely reads the image (see the blank-image row). Weights: {si
 
 ## Architecture
 - Vision: CLIP ViT, {cfg['image_size']} px images, {cfg['patch_size']} px patches ({grid}x{grid} = {grid * grid}
-  image tokens), width {cfg['vision_hidden']}; features taken below its single layer
-  (`vision_feature_layer=-2`: patch + position embedding), so each image token sees only its patch.
+  image tokens), {cfg['vision_layers']} layers of width {cfg['vision_hidden']}, features of the last layer
+  (`vision_feature_layer=-1`, CLS dropped). Pretrained per patch (object type, how many of that type the
+  image holds, boxed or not; held-out patch accuracy {_fmt(meta.get('vision_pretraining_patch_accuracy'))}), then frozen.
 - Projector: LLaVA's two-layer GELU MLP.
 - Decoder: Llama, {cfg['layers']} layers x {cfg['heads']} heads (head size {cfg['hidden'] // cfg['heads']}),
   hidden {cfg['hidden']}, MLP {cfg['intermediate']}; word-level tokenizer (`helpers.offline.build_tokenizer`).
@@ -603,12 +619,16 @@ a red box, and genuinely reads the image (see the blank-image row). Weights: {si
   question using a single word or phrase. ASSISTANT:`; answers `1`..`4`.
 
 ## Training
-- Decoder start: `{meta['decoder']}` (text-only pretraining of family {meta['family']}, see `training.json`).
-- Multimodal fine-tune: vision tower and projector initialised with seed {meta['connector_seed']}, everything
-  trained {cfg['steps']} steps x batch {cfg['batch_size']} of freshly generated scenes (data seed {cfg['seed']}),
+- Decoder start: family {meta['family']}'s decoder, text-only pretraining (`helpers.toy.pretrain`, seed
+  {meta.get('decoder_seed', '?')}, {meta.get('decoder_steps', '?')} steps; cached in `{meta['decoder']}`, not committed).
+- Vision pretraining: {cfg['vision_steps']} steps x 16 images, seed {meta['connector_seed']} (the connector seed).
+- Multimodal fine-tune: projector (seed {meta['connector_seed']}) and decoder trained
+  {cfg['steps']} steps x batch {cfg['batch_size']} of freshly generated scenes (data seed {cfg['seed']}),
   AdamW lr {cfg['lr']} (warm-up {cfg['warmup']}, cosine to 10%), box drawn in {cfg['visual_share']:.0%} of
-  samples, question kinds weighted {tuple(cfg['kind_weights'])} (general, object, super).
-- Time: {meta['train_seconds'] / 60:.1f} min on a shared 2-core CPU.
+  samples, question kinds weighted {tuple(cfg['kind_weights'])} (general, object, super), auxiliary
+  questions in {cfg['aux_share']:.0%} of samples.
+- Time: {meta['train_seconds'] / 60:.1f} min for vision pretraining + fine-tune, one thread of a shared 2-core
+  CPU (plus the family's decoder pretraining, {meta.get('decoder_seconds', float('nan')) / 60:.1f} min).
 - Reproduce: `python -m helpers.toy build {meta['name']}` (see `helpers/toy.py`).
 
 ## Held-out accuracy
@@ -703,7 +723,7 @@ def main(argv: list[str] | None = None) -> None:
         from .models import load
 
         model, processor = load(a.folder)
-        meta = json.loads((Path(a.folder) / "training.json").read_text())
+        meta = add_decoder_meta(json.loads((Path(a.folder) / "training.json").read_text()))
         meta["masking"] = masking_experiment(model, processor)
         (Path(a.folder) / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
         write_card(Path(a.folder), meta)

@@ -75,3 +75,22 @@ def test_held_out_set_is_fixed_and_balanced():
     assert [s.answer for s in a] == [s.answer for s in b]
     assert [s.kind for s in a[:3]] == ["general", "object", "super"]
     assert set(np.unique([s.answer for s in toy.held_out(90)])) == {"1", "2", "3", "4"}
+
+
+def test_masking_top_visual_heads_hurts_more_than_random_heads():
+    """About 10 s: head scores on 64 samples, then 64-sample accuracy unmasked, top-4 masked, 2 random draws."""
+    assert TOYS, "no committed toy model under data/"
+    torch.set_num_threads(1)
+    model, processor = models.load(TOYS[0])
+    res = toy.masking_experiment(model, processor, ks=(4,), n=64, draws=2, score_n=64)
+    r = res["k"][4]
+    assert res["baseline"] >= MIN_ACCURACY
+    assert r["random"] - r["top"] >= 0.2, r
+    spec = model.vh_spec
+    from helpers.metrics import stage_of
+
+    stages = sorted(stage_of(layer, spec.layers) for layer, _ in r["top_heads"])
+    rng = np.random.default_rng(0)
+    drawn = toy.random_heads_like(r["top_heads"], spec.layers, spec.heads, rng)
+    assert sorted(stage_of(layer, spec.layers) for layer, _ in drawn) == stages
+    assert not set(drawn) & set(r["top_heads"])
