@@ -646,8 +646,9 @@ in equal parts. Chance for an image-blind model: 0.25 (counts uniform in 1..4).
 
 Without the box, *general* questions are ambiguous (nothing says which object is meant). *Object*
 questions name the object, so a model could answer them without the box; this one gets
-{ev['plain']['per_kind']['object']:.3f} of them right without it: it learned to read the count at the boxed
-token even when the words name the object (trained with the box drawn in {cfg['visual_share']:.0%} of samples).
+{ev['plain']['per_kind']['object']:.3f} of them right without it ({ev['visual']['per_kind']['object']:.3f} with it): the gap
+measures how much it reads the count at the boxed token even when the words name the object (box drawn in
+{cfg['visual_share']:.0%} of its training samples).
 """
     if "masking" in meta:
         text += "\n## Head masking\n" + masking_text(meta["masking"]) + "\n"
