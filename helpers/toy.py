@@ -368,7 +368,7 @@ def pretrain(cfg: ToyConfig, out: Path) -> Path:
 
 
 def finetune(cfg: ToyConfig, decoder: Path | None, out: Path, connector_seed: int, name: str, family: str,
-             card: bool = True, eval_every: int = 0) -> tuple[Any, Any, dict]:
+             card: bool = True, eval_every: int = 0, eval_n: int = 300) -> tuple[Any, Any, dict]:
     """Phase 2: a fresh vision tower and projector (``connector_seed``) on ``decoder``'s language model:
     :func:`pretrain_vision`, then everything trained on rendered scenes (:func:`train_loop`).
     Saves a loadable folder with ``visual_heads.json``, ``training.json`` and a model card."""
@@ -392,7 +392,7 @@ def finetune(cfg: ToyConfig, decoder: Path | None, out: Path, connector_seed: in
             "vision_pretraining_patch_accuracy": vision_acc}
     add_decoder_meta(meta)
     if card:
-        meta["evaluation"] = full_evaluation(model, processor)
+        meta["evaluation"] = full_evaluation(model, processor, eval_n)
     _save(model, processor, out, meta)
     if card:
         write_card(out, meta)
@@ -662,9 +662,9 @@ measures how much it reads the count at the boxed token even when the words name
 FAMILIES = {"a": 1, "b": 2}
 RECIPES: dict[str, dict] = {
     "toy-a1": {"family": "a", "connector_seed": 11, "seed": 101, "visual_share": 0.75},
-    "toy-a2": {"family": "a", "connector_seed": 12, "seed": 102, "visual_share": 0.5},
+    "toy-a2": {"family": "a", "connector_seed": 12, "seed": 102, "visual_share": 0.9, "steps": 800},
     "toy-b1": {"family": "b", "connector_seed": 21, "seed": 201, "visual_share": 0.75},
-    "toy-b2": {"family": "b", "connector_seed": 22, "seed": 202, "visual_share": 0.5},
+    "toy-b2": {"family": "b", "connector_seed": 22, "seed": 202, "visual_share": 0.9, "steps": 800},
 }
 PRETRAIN_STEPS = 300
 
@@ -706,12 +706,16 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--heads", type=int, default=None)
         s.add_argument("--lr", type=float, default=None)
         s.add_argument("--visual-share", type=float, default=None)
+        s.add_argument("--vision-steps", type=int, default=None)
+        s.add_argument("--vision-hidden", type=int, default=None)
+        s.add_argument("--intermediate", type=int, default=None)
         if name == "train":
             s.add_argument("--decoder", default=None, help="folder made by `pretrain` (default: random decoder)")
             s.add_argument("--connector-seed", type=int, default=0)
             s.add_argument("--name", default=None)
             s.add_argument("--family", default="toy")
             s.add_argument("--no-card", action="store_true", help="skip the evaluation and model card")
+            s.add_argument("--eval-n", type=int, default=300, help="held-out samples for the model card")
     b = sub.add_parser("build", help="train a committed model from its recipe (RECIPES)")
     b.add_argument("name", choices=sorted(RECIPES))
     b.add_argument("--out", default=None)
@@ -742,14 +746,15 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(full_evaluation(model, processor, a.n), indent=2))
         return
     cfg = ToyConfig(seed=a.seed)
-    for key in ("steps", "batch_size", "layers", "hidden", "heads", "lr", "visual_share"):
+    for key in ("steps", "batch_size", "layers", "hidden", "heads", "lr", "visual_share", "vision_steps",
+                "vision_hidden", "intermediate"):
         if getattr(a, key) is not None:
             setattr(cfg, key, getattr(a, key))
     if a.cmd == "pretrain":
         pretrain(cfg, Path(a.out))
     else:
         finetune(cfg, a.decoder, Path(a.out), a.connector_seed, a.name or Path(a.out).name, a.family,
-                 card=not a.no_card)
+                 card=not a.no_card, eval_n=a.eval_n)
 
 
 if __name__ == "__main__":

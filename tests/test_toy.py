@@ -94,3 +94,19 @@ def test_masking_top_visual_heads_hurts_more_than_random_heads():
     drawn = toy.random_heads_like(r["top_heads"], spec.layers, spec.heads, rng)
     assert sorted(stage_of(layer, spec.layers) for layer, _ in drawn) == stages
     assert not set(drawn) & set(r["top_heads"])
+
+
+def test_command_line_trains_a_few_steps(tmp_path):
+    """The documented CLI: text pretraining, then a fine-tune with a card, on a tiny config."""
+    torch.set_num_threads(1)
+    tiny = ["--hidden", "32", "--layers", "3", "--heads", "4", "--intermediate", "64", "--vision-hidden", "32",
+            "--steps", "2", "--batch-size", "4", "--vision-steps", "2"]
+    toy.main(["pretrain", "--out", str(tmp_path / "dec"), "--seed", "1", *tiny])
+    toy.main(["train", "--decoder", str(tmp_path / "dec"), "--out", str(tmp_path / "m"), "--name", "toy-cli",
+              "--family", "cli", "--connector-seed", "3", "--eval-n", "6", *tiny])
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "toy-cli" in card and "| box drawn (visual prompt) |" in card
+    meta = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert meta["config"]["steps"] == 2 and meta["decoder_seed"] == 1
+    model, _ = models.load(tmp_path / "m")
+    assert model.vh_spec.family == "cli"
