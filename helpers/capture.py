@@ -16,9 +16,11 @@ exception or not, switches back and removes the key. No forward method is patche
 The registered function first calls the model's own kernel (sdpa; eager if the model was in
 eager; any other kernel is replaced by sdpa), so the model's output is the kernel's output. For
 capture it then recomputes, in float32, only the query rows asked for:
-``softmax(q_row K^T * scale + mask_row)``, which costs ``O(heads * keys)`` memory per layer and
-call; the full ``[queries, keys]`` matrix is never built. Grouped-query attention is handled
-by grouping query heads over their key/value head (no ``repeat_kv`` copy).
+``softmax(q_row K^T * scale + mask_row)``, which keeps ``O(heads * keys)`` per layer and step
+(transiently also a float32 copy of that layer's keys, the size of its cache entry); the full
+``[queries, keys]`` matrix is never built. Grouped-query attention is handled by grouping query
+heads over their key/value head (no ``repeat_kv`` copy). Head masking with ``"uniform"`` builds the
+``[queries, keys]`` visibility weights of the masked layers in the prefill (like sdpa's own mask).
 
 Contexts nest (``with attention(...), mask_heads(...):``, in either order): an inner context
 builds its plan from the outer one's and adds to it; on exit the outer plan is active again.
