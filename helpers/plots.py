@@ -105,7 +105,7 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
             ax.axis("off")
     fig.tight_layout()
     if scatter is not None:
-        fig.colorbar(scatter, ax=axes, label="layer", shrink=0.8)
+        fig.colorbar(scatter, ax=axes, label="layer", shrink=0.6, fraction=0.03)
     return fig
 
 
