@@ -387,7 +387,7 @@ def finetune(cfg: ToyConfig, decoder: Path | None, out: Path, connector_seed: in
     print(f"vision pretraining: held-out per-patch accuracy {vision_acc}", flush=True)
     train_loop(model, processor, cfg, image="scene", eval_every=eval_every)
     seconds = time.time() - t0
-    meta = {"name": name, "family": family, "template": TEMPLATE, "decoder": str(decoder),
+    meta = {"name": name, "family": family, "template": TEMPLATE, "decoder": _repo_relative(decoder),
             "connector_seed": connector_seed, "config": asdict(cfg), "train_seconds": round(seconds, 1),
             "vision_pretraining_patch_accuracy": vision_acc}
     add_decoder_meta(meta)
@@ -399,9 +399,21 @@ def finetune(cfg: ToyConfig, decoder: Path | None, out: Path, connector_seed: in
     return model, processor, meta
 
 
+def _repo_relative(path: Path | str | None) -> str | None:
+    """``path`` relative to the repository root when inside it (so cards name no machine paths)."""
+    from .env import REPO_ROOT
+
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(path)
+
+
 def add_decoder_meta(meta: dict) -> dict:
     """Copy the decoder pretraining's seed, steps, time and text accuracy into a model's ``meta``."""
-    folder = Path(meta.get("decoder") or "")
+    from .env import REPO_ROOT
+
+    folder = REPO_ROOT / (meta.get("decoder") or "-")
     if (folder / "training.json").is_file():
         dmeta = json.loads((folder / "training.json").read_text())
         meta.update(decoder_seed=dmeta["config"]["seed"], decoder_steps=dmeta["config"]["steps"],
