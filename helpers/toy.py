@@ -552,7 +552,7 @@ def random_heads_like(heads: list[tuple[int, int]], n_layers: int, n_heads: int,
     return sorted(out)
 
 
-def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (4, 8), n: int = 300, draws: int = 5,
+def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 4, 8), n: int = 300, draws: int = 10,
                        seed: int = 0, mode: str = "uniform", score_n: int = 192) -> dict:
     """Accuracy on :func:`held_out` with the top-``k`` visual heads masked (by :func:`visual_head_scores`)
     versus ``k`` random heads from the same stages (``draws`` draws, seeded), for each ``k``.
