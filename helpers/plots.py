@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 
 from .env import figure_dir
 
@@ -100,4 +102,285 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
     fig.tight_layout()
     if scatter is not None:
         fig.colorbar(scatter, ax=axes, label="layer", shrink=0.8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures 3-8 (notebooks 05-08)
+
+
+def _stamp(fig: matplotlib.figure.Figure, title: str | None) -> None:
+    if title:
+        fig.suptitle(title, fontsize=10)
+
+
+def layer_head_maps(maps: dict, title: str | None = None, cmap: str = "viridis", diverging: bool = False,
+                    share_columns: bool = True) -> matplotlib.figure.Figure:
+    """Figure 3: layer x head heatmaps, one row per condition and one column per score.
+
+    ``maps``: row label -> {column label -> ``[layers, heads]`` array}, e.g.
+    ``{"visual": {"image attention": w_visual, "region attention": r_visual}, "plain": {...}}``.
+    Each column shares one colour scale (``share_columns``); ``diverging``: a zero-centred red-blue
+    scale for difference maps. Layer 0 is the top row of each map.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = list(maps)
+    cols = list(dict.fromkeys(c for r in rows for c in maps[r]))
+    if not rows or not cols:
+        raise ValueError("no maps to draw")
+    limits = {}
+    for c in cols:
+        vals = np.concatenate([np.ravel(maps[r][c]) for r in rows if c in maps[r]])
+        vals = vals[np.isfinite(vals)]
+        lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+        if diverging:
+            m = max(abs(lo), abs(hi)) or 1.0
+            lo, hi = -m, m
+        limits[c] = (lo, hi) if share_columns else (None, None)
+    first = np.asarray(maps[rows[0]][cols[0]])
+    aspect = first.shape[0] / max(first.shape[1], 1)
+    fig, axes = plt.subplots(len(rows), len(cols), squeeze=False,
+                             figsize=(3.2 * len(cols) + 0.6, max(1.6, 3.0 * min(aspect, 1.6)) * len(rows) + 0.6))
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            if c not in maps[r]:
+                ax.axis("off")
+                ax.text(0.5, 0.5, "not computed", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                continue
+            lo, hi = limits[c]
+            im = ax.imshow(np.asarray(maps[r][c], dtype=float), aspect="auto", interpolation="nearest",
+                           cmap="RdBu_r" if diverging else cmap, vmin=lo, vmax=hi)
+            ax.set_title(f"{r} · {c}", fontsize=8.5)
+            ax.set_xlabel("head", fontsize=8)
+            ax.set_ylabel("layer", fontsize=8)
+            fig.colorbar(im, ax=ax, shrink=0.85)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def layer_profiles(profiles: dict, ylabel: str, title: str | None = None, styles: dict | None = None,
+                   ax: matplotlib.axes.Axes | None = None) -> matplotlib.figure.Figure:
+    """Per-layer curves on relative depth: ``profiles`` label -> ``[layers]`` (layer ``l`` of ``L`` at ``(l+0.5)/L``).
+
+    Models of different depth share one axis. ``styles``: label -> matplotlib line keyword arguments.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    else:
+        fig = ax.figure
+    for label, prof in profiles.items():
+        prof = np.asarray(prof, dtype=float)
+        depth = (np.arange(len(prof)) + 0.5) / len(prof)
+        ax.plot(depth, prof, marker="o", ms=3, label=label, **(styles or {}).get(label, {}))
+    ax.set_xlabel("relative depth (layer + 0.5) / layers")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def agreement_matrices(matrices: dict, families: dict | None = None, title: str | None = None,
+                       vmin: float = -1.0, vmax: float = 1.0) -> matplotlib.figure.Figure:
+    """Figure 4: model x model agreement heatmaps, one panel per ``matrices`` entry (label -> square DataFrame).
+
+    Cells are annotated with their value; ``families`` (name -> family) adds the family to the tick labels
+    and draws lines between families (models are expected grouped by family).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(matrices), squeeze=False, figsize=(4.2 * len(matrices) + 0.8, 4.0))
+    im = None
+    for ax, (label, mat) in zip(axes[0], matrices.items(), strict=True):
+        names = list(mat.index)
+        values = mat.to_numpy(dtype=float)
+        im = ax.imshow(values, cmap="RdBu_r", vmin=vmin, vmax=vmax)
+        ticks = [f"{n}\n({families[n]})" if families and n in families else n for n in names]
+        ax.set_xticks(range(len(names)), ticks, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), ticks, fontsize=7)
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(v) > 0.6 * max(abs(vmin), abs(vmax)) else "black")
+        if families:
+            fam = [families.get(n, n) for n in names]
+            for i in range(1, len(fam)):
+                if fam[i] != fam[i - 1]:
+                    ax.axhline(i - 0.5, color="k", lw=1)
+                    ax.axvline(i - 0.5, color="k", lw=1)
+        ax.set_title(label, fontsize=9)
+    _stamp(fig, title)
+    fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8)
+    return fig
+
+
+def dataset_consistency(results_by_model: dict, score: str = "weight", title: str | None = None
+                        ) -> matplotlib.figure.Figure:
+    """Figure 5: how one score per head changes across data sets, one row per model.
+
+    ``results_by_model``: model name -> list of :class:`helpers.results.Results` (one per data set).
+    Columns: the layer profile (mean over heads) of the score on each data set; the data set x data set
+    Pearson correlation of the per-head maps (:func:`helpers.agreement.across_datasets`); the coefficient
+    of variation of each head across data sets (:func:`helpers.agreement.head_variation`).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import agreement
+
+    models = list(results_by_model)
+    fig, axes = plt.subplots(len(models), 3, squeeze=False, figsize=(13.5, 3.4 * len(models) + 0.5),
+                             gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    for row, name in zip(axes, models, strict=True):
+        res_list = results_by_model[name]
+        for r in res_list:
+            prof = np.nanmean(r.per_head(score), axis=1)
+            row[0].plot(np.arange(len(prof)), prof, marker="o", ms=3, label=f"{r.dataset} (acc {r.accuracy:.0%})")
+        row[0].set_xlabel("layer")
+        row[0].set_ylabel(f"mean {score} over heads")
+        row[0].set_title(name, fontsize=9)
+        row[0].grid(alpha=0.3)
+        row[0].legend(fontsize=6.5)
+        pair_rows, _ = agreement.across_datasets(res_list, score)
+        labels = [r.dataset for r in res_list]
+        mat = agreement.matrix(pair_rows, "pearson", labels).to_numpy(dtype=float)
+        im = row[1].imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
+        row[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=6.5)
+        row[1].set_yticks(range(len(labels)), labels, fontsize=6.5)
+        for (i, j), v in np.ndenumerate(mat):
+            if np.isfinite(v):
+                row[1].text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5)
+        row[1].set_title(f"{name}: Pearson r of per-head {score}", fontsize=9)
+        fig.colorbar(im, ax=row[1], shrink=0.8)
+        cv = agreement.head_variation(res_list, score)
+        im = row[2].imshow(cv, aspect="auto", interpolation="nearest", cmap="magma")
+        row[2].set_title(f"{name}: variation across data sets (std/mean)", fontsize=9)
+        row[2].set_xlabel("head")
+        row[2].set_ylabel("layer")
+        fig.colorbar(im, ax=row[2], shrink=0.8)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+CONDITION_STYLE = {
+    "top": {"color": "tab:red", "marker": "o", "label": "top visual heads"},
+    "random": {"color": "tab:gray", "marker": "s", "label": "random heads, same stages"},
+    "early": {"color": "tab:blue", "marker": "^", "label": "early-stage heads"},
+    "middle": {"color": "tab:green", "marker": "v", "label": "middle-stage heads"},
+    "late": {"color": "tab:purple", "marker": "D", "label": "late-stage heads"},
+}
+
+
+def masking_curves(curve: pd.DataFrame, chance: float | None = None, title: str | None = None,
+                   conditions: Sequence[str] | None = None) -> matplotlib.figure.Figure:
+    """Our Figure 6: accuracy vs number of masked heads, one panel per model, one line per condition.
+
+    ``curve``: :func:`helpers.ablation.curve_table` rows (``model``, ``condition``, ``k``, ``n_masked``,
+    ``accuracy``). The x axis is the number of heads actually masked. ``chance``: a dashed line.
+    """
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(curve["model"]))
+    conditions = list(conditions or dict.fromkeys(curve["condition"]))
+    fig, axes = plt.subplots(1, len(models), squeeze=False, figsize=(3.8 * len(models) + 0.4, 3.4), sharey=True)
+    for ax, name in zip(axes[0], models, strict=True):
+        part = curve[curve["model"] == name]
+        for cond in conditions:
+            sel = part[part["condition"] == cond].sort_values("k")
+            if sel.empty:
+                continue
+            style = CONDITION_STYLE.get(cond, {"label": cond})
+            ax.plot(sel["n_masked"], sel["accuracy"], ms=4, **style)
+        if chance is not None:
+            ax.axhline(chance, ls="--", color="k", lw=0.8, label="chance")
+        total = part.attrs.get("total_heads")
+        ax.set_title(name + (f" ({total} heads)" if total else ""), fontsize=9)
+        ax.set_xlabel("heads masked")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 0].legend(fontsize=7)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def stage_distribution(table: pd.DataFrame, title: str | None = None) -> matplotlib.figure.Figure:
+    """Our Figure 7: share of each model's top visual heads per stage (bars) vs the stage's share of all heads (ticks).
+
+    ``table``: :func:`helpers.ablation.stage_distribution_table` rows (``model``, ``stage``, ``top``, ``all``, ``k``).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = list(dict.fromkeys(table["model"]))
+    stages = list(dict.fromkeys(table["stage"]))
+    colors = {"early": "tab:blue", "middle": "tab:green", "late": "tab:purple"}
+    width = 0.8 / len(stages)
+    fig, ax = plt.subplots(figsize=(1.6 * len(models) + 2.5, 3.4))
+    x = np.arange(len(models))
+    for i, stage in enumerate(stages):
+        sel = table[table["stage"] == stage].set_index("model").reindex(models)
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, sel["top"], width, color=colors.get(stage), label=f"{stage}: share of top heads")
+        ax.scatter(pos, sel["all"], marker="_", s=300, color="k", zorder=3,
+                   label="share of all heads (random placement)" if i == 0 else None)
+    ks = table.groupby("model", sort=False)["k"].first().reindex(models)
+    ax.set_xticks(x, [f"{m}\n(top {k})" for m, k in ks.items()], fontsize=7.5)
+    ax.set_ylabel("share of heads")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper right")
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def concentration_accuracy(binned: pd.DataFrame, grouped: pd.DataFrame, title: str | None = None
+                           ) -> matplotlib.figure.Figure:
+    """Our Figure 8: accuracy vs concentration of the top visual heads.
+
+    Left: samples binned by that concentration (:func:`helpers.ablation.concentration_accuracy`, ``binned``),
+    one line per model. Right: one point per model and question kind x prompt kind (``grouped``), marker by
+    prompt kind.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    models = list(dict.fromkeys(binned["model"]))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    for m in models:
+        sel = binned[binned["model"] == m]
+        left.plot(sel["concentration"], sel["accuracy"], marker="o", color=colors[m], label=m)
+    left.set_xlabel("mean concentration of top visual heads (sample bin)")
+    left.set_ylabel("accuracy")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    markers = {"visual": "o", "plain": "s"}
+    for row in grouped.itertuples():
+        right.scatter(row.concentration, row.accuracy, color=colors.get(row.model, "k"),
+                      marker=markers.get(getattr(row, "prompt_kind", ""), "^"), s=30)
+        right.annotate(str(getattr(row, "question_kind", ""))[:3], (row.concentration, row.accuracy), fontsize=6.5,
+                       xytext=(3, 2), textcoords="offset points")
+    for kind, marker in markers.items():
+        right.scatter([], [], color="gray", marker=marker, label=f"{kind} prompt")
+    right.set_xlabel("mean concentration of top visual heads (group)")
+    right.set_ylabel("accuracy")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    _stamp(fig, title)
+    fig.tight_layout()
     return fig

@@ -1,0 +1,136 @@
+"""How much per-head score maps agree: across models (Figure 4) and across data sets (Figure 5).
+
+    maps = {r.model_name: r.detection_score() for r in results}          # each [layers, heads]
+    pairs = agreement.pairs(maps, families, k=10)                           # one row per pair of maps
+    agreement.matrix(pairs, "pearson")                                      # square, for a heatmap
+
+Maps of equal shape are compared head by head (:func:`helpers.metrics.pearson`, ``spearman``,
+``topk_jaccard`` of the flattened ``[layers, heads]`` maps). Maps of different shape (a 32-layer and
+a 40-layer model) cannot be: they are compared by their per-layer profiles on normalised depth
+(:func:`helpers.metrics.profile_correlation`), and the ``basis`` column says which comparison a row is.
+The split-half reliability (:func:`split_half`) is the agreement a model has *with itself* on two
+disjoint halves of its samples: the ceiling that sampling noise puts on any agreement.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics
+from .results import Results
+
+METRICS = ("pearson", "spearman", "jaccard")
+
+
+def compare(a: np.ndarray, b: np.ndarray, k: int | float = 0.1, points: int = 20) -> dict[str, float | str]:
+    """Agreement of two ``[layers, heads]`` maps.
+
+    Equal shapes: ``pearson``, ``spearman`` (flattened maps, NaN pairs dropped) and ``jaccard`` of the
+    top-``k`` heads (``k`` below 1: a fraction of all heads), ``basis="heads"``. Different shapes: Pearson
+    and Spearman correlation of the depth profiles (mean over heads per layer, ``points`` depths),
+    ``jaccard`` NaN, ``basis="depth profile"``.
+    """
+    ta, tb = torch.as_tensor(np.asarray(a, dtype=np.float64)), torch.as_tensor(np.asarray(b, dtype=np.float64))
+    if ta.dim() != 2 or tb.dim() != 2:
+        raise ValueError(f"maps must be [layers, heads], got shapes {tuple(ta.shape)} and {tuple(tb.shape)}")
+    if ta.shape == tb.shape:
+        kk = max(1, round(k * ta.numel())) if k < 1 else int(k)
+        return {"pearson": metrics.pearson(ta, tb), "spearman": metrics.spearman(ta, tb),
+                "jaccard": metrics.topk_jaccard(ta, tb, kk), "basis": "heads"}
+    return {"pearson": metrics.profile_correlation(ta, tb, points),
+            "spearman": metrics.profile_correlation(ta, tb, points, method="spearman"),
+            "jaccard": float("nan"), "basis": "depth profile"}
+
+
+def pairs(maps: Mapping[str, np.ndarray], families: Mapping[str, str] | None = None, k: int | float = 0.1,
+          points: int = 20) -> pd.DataFrame:
+    """One row per unordered pair of maps: ``a``, ``b``, ``same_family``, :func:`compare`'s fields.
+
+    ``families``: name -> family (missing names count as their own family).
+    """
+    families = families or {}
+    rows = []
+    for a, b in itertools.combinations(maps, 2):
+        fa, fb = families.get(a, a), families.get(b, b)
+        rows.append({"a": a, "b": b, "family_a": fa, "family_b": fb, "same_family": fa == fb,
+                     **compare(maps[a], maps[b], k, points)})
+    return pd.DataFrame(rows, columns=["a", "b", "family_a", "family_b", "same_family", *METRICS, "basis"])
+
+
+def matrix(pair_rows: pd.DataFrame, metric: str = "pearson", names: Sequence[str] | None = None,
+           diagonal: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Square symmetric table of ``metric`` from :func:`pairs` rows; the diagonal is ``diagonal[name]``
+    (e.g. split-half reliability) or 1."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    names = list(names) if names is not None else list(dict.fromkeys([*pair_rows["a"], *pair_rows["b"]]))
+    out = pd.DataFrame(np.nan, index=names, columns=names)
+    for row in pair_rows.itertuples():
+        if row.a in out.index and row.b in out.index:
+            out.loc[row.a, row.b] = out.loc[row.b, row.a] = getattr(row, metric)
+    for name in names:
+        out.loc[name, name] = (diagonal or {}).get(name, 1.0)
+    return out
+
+
+def family_summary(pair_rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and count of each agreement metric within and across families."""
+    frame = pair_rows.assign(pair=np.where(pair_rows["same_family"], "within family", "across families"))
+    return frame.groupby("pair")[list(METRICS)].agg(["mean", "count"])
+
+
+def split_half(res: Results, score: str = "region_hits", only_correct: bool = True, seed: int = 0,
+               k: int | float = 0.1) -> dict[str, float | str]:
+    """Agreement of the per-head map of ``score`` computed on two random halves of the samples.
+
+    ``only_correct``: average over correctly answered samples only (as the detection score does), falling
+    back to all samples when fewer than 4 are correct. Returns :func:`compare`'s fields and ``samples``.
+    """
+    values = res.scores[score]
+    use = res.correct_mask() if only_correct and res.correct_mask().sum() >= 4 else np.ones(len(res), bool)
+    idx = np.flatnonzero(use)
+    if len(idx) < 2:
+        raise ValueError(f"{res.model_name} on {res.dataset}: need at least 2 samples for a split half, got {len(idx)}")
+    idx = np.random.default_rng(seed).permutation(idx)
+    with warnings.catch_warnings():  # all-NaN heads (never a correct boxed sample) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a = np.nanmean(values[idx[: len(idx) // 2]], axis=0)
+        b = np.nanmean(values[idx[len(idx) // 2:]], axis=0)
+    return {**compare(a, b, k), "samples": int(len(idx))}
+
+
+def across_datasets(results_list: Sequence[Results], score: str = "weight", k: int | float = 0.1
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How one model's per-head ``score`` changes from data set to data set (Figure 5).
+
+    ``results_list``: results of one model, one per data set (``res.dataset`` labels). Returns
+    ``(pair_rows, per_dataset)``: :func:`pairs` of the per-head mean maps across data sets, and one row per
+    data set with the mean ``score`` over all heads and samples (``mean``), its spread over heads
+    (``head_std``) and the accuracy.
+    """
+    names = [r.model_name for r in results_list]
+    if len(set(names)) > 1:
+        raise ValueError(f"across_datasets takes results of one model, got {sorted(set(names))}")
+    maps = {r.dataset: r.per_head(score) for r in results_list}
+    if len(maps) != len(results_list):
+        raise ValueError("two results share a data set label; give each a distinct res.settings['dataset']")
+    rows = [{"model": r.model_name, "dataset": r.dataset, "mean": float(np.nanmean(maps[r.dataset])),
+             "head_std": float(np.nanstd(maps[r.dataset])), "accuracy": r.accuracy, "samples": len(r)}
+            for r in results_list]
+    return pairs(maps, k=k), pd.DataFrame(rows)
+
+
+def head_variation(results_list: Sequence[Results], score: str = "weight") -> np.ndarray:
+    """Coefficient of variation across data sets of each head's mean ``score``: ``[layers, heads]``.
+
+    ``std / mean`` over the data sets' per-head means (population std); NaN where the mean is 0.
+    """
+    stack = np.stack([r.per_head(score) for r in results_list])
+    mean = stack.mean(0)
+    return np.where(mean > 0, stack.std(0) / np.where(mean > 0, mean, 1), np.nan)
