@@ -215,10 +215,12 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
 
 
 def curve_table(per_sample: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy per (model, condition, k) from :func:`masking_curve` rows, with sample and head counts."""
+    """Accuracy per (model, condition, k) from :func:`masking_curve` rows, with sample and head counts
+    (and ``total_heads`` when the rows carry it, as :func:`run_models` rows do)."""
     group = per_sample.groupby(["model", "condition", "k"], sort=False)
+    extra = {"total_heads": ("total_heads", "first")} if "total_heads" in per_sample else {}
     table = group.agg(n_masked=("n_masked", "first"), early=("early", "first"), middle=("middle", "first"),
-                      late=("late", "first"), accuracy=("correct", "mean"), samples=("correct", "size"))
+                      late=("late", "first"), accuracy=("correct", "mean"), samples=("correct", "size"), **extra)
     return table.reset_index()
 
 
@@ -297,3 +299,42 @@ def concentration_accuracy(res: Results, heads: Sequence[Head], bins: int = 4,
     binned.insert(0, "model", res.model_name)
     grouped.insert(0, "model", res.model_name)
     return binned, grouped
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole experiment over several models
+
+
+def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sample],
+               eval_samples: Sequence[data.Sample], ks: Sequence[int] = REAL_KS,
+               fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
+               seed: int = 0, mode: str = "uniform", stage_order: str = "score", batch_size: int = 16,
+               max_new_tokens: int = 3, saved: Sequence[Results] = (), device: str | None = None,
+               min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
+    """For each model in turn: rank heads on ``rank_samples``, mask on the held-out ``eval_samples``.
+
+    The ranking comes from ``saved`` results of the same model name when given (e.g. a GPU sweep read with
+    :func:`helpers.runs.load_saved`), else from :func:`helpers.extract.head_results` on ``rank_samples``.
+    ``k`` values: :func:`k_grid` of the model's head count. Returns ``(per_sample, rankings)``:
+    :func:`masking_curve` rows of all models, and name -> ``(ranking results, scores [layers, heads], note)``.
+    """
+    from .runs import iter_models
+
+    saved_by_name = {r.model_name: r for r in saved}
+    parts, rankings = [], {}
+    for model, processor in iter_models(model_names, device):
+        spec = spec_of(model)
+        res = saved_by_name.get(spec.name)
+        if res is None:
+            res = extract.head_results(model, processor, rank_samples, batch_size=batch_size, dataset="ranking")
+        scores, note = visual_head_scores(res, min_correct)
+        total = scores.size  # the model's own head count (a spec may describe the full-size geometry)
+        grid = k_grid(total, ks, fractions)
+        print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples; heads ranked by {note}; "
+              f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples")
+        part = masking_curve(model, processor, eval_samples, scores, grid, conditions, seed, mode, stage_order,
+                             batch_size, max_new_tokens)
+        part["total_heads"] = total
+        parts.append(part)
+        rankings[spec.name] = (res, scores, note)
+    return pd.concat(parts, ignore_index=True), rankings

@@ -134,3 +134,44 @@ def head_variation(results_list: Sequence[Results], score: str = "weight") -> np
     stack = np.stack([r.per_head(score) for r in results_list])
     mean = stack.mean(0)
     return np.where(mean > 0, stack.std(0) / np.where(mean > 0, mean, 1), np.nan)
+
+
+def score_maps(results_list: Sequence[Results], score: str = "detection", min_correct: int = 8
+               ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """One ``[layers, heads]`` map per result, keyed by model name (``"{model} · {dataset}"`` when a model repeats).
+
+    ``score="detection"``: the detection score (:func:`helpers.ablation.visual_head_scores`, with its
+    fallback to all boxed samples when fewer than ``min_correct`` are correct); any other name: the
+    per-head mean of that score over all samples. Returns ``(maps, notes)``, notes saying what each map is.
+    """
+    from .ablation import visual_head_scores
+
+    names = [r.model_name for r in results_list]
+    maps, notes = {}, {}
+    for r in results_list:
+        key = r.model_name if names.count(r.model_name) == 1 else f"{r.model_name} · {r.dataset}"
+        if score == "detection":
+            maps[key], notes[key] = visual_head_scores(r, min_correct)
+        else:
+            maps[key], notes[key] = r.per_head(score), f"mean {score} over {len(r)} samples"
+    return maps, notes
+
+
+def consistency_summary(results_by_model: Mapping[str, Sequence[Results]], score: str = "weight",
+                        seed: int = 0) -> pd.DataFrame:
+    """Per model: how consistent per-head ``score`` is across its data sets (Figure 5's numbers).
+
+    Columns: ``datasets``; ``r across datasets`` (mean Pearson r of the per-head maps over data-set pairs);
+    ``r split-half`` (mean over data sets of the split-half r within a data set: the noise ceiling);
+    ``variation`` (mean over heads of :func:`head_variation`); ``mean score`` per data set, min and max.
+    """
+    rows = []
+    for name, res_list in results_by_model.items():
+        pair_rows, per = across_datasets(res_list, score)
+        halves = [split_half(r, score, only_correct=False, seed=seed)["pearson"] for r in res_list if len(r) >= 4]
+        rows.append({"model": name, "datasets": len(res_list),
+                     "r across datasets": float(pair_rows["pearson"].mean()) if len(pair_rows) else float("nan"),
+                     "r split-half": float(np.nanmean(halves)) if halves else float("nan"),
+                     "variation": float(np.nanmean(head_variation(res_list, score))),
+                     "mean score min": float(per["mean"].min()), "mean score max": float(per["mean"].max())})
+    return pd.DataFrame(rows)

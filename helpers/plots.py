@@ -233,7 +233,8 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
 
     ``results_by_model``: model name -> list of :class:`helpers.results.Results` (one per data set).
     Columns: the layer profile (mean over heads) of the score on each data set; the data set x data set
-    Pearson correlation of the per-head maps (:func:`helpers.agreement.across_datasets`); the coefficient
+    Pearson correlation of the per-head maps (:func:`helpers.agreement.across_datasets`; on the diagonal
+    the split-half correlation within the data set, the ceiling set by sampling noise); the coefficient
     of variation of each head across data sets (:func:`helpers.agreement.head_variation`).
     """
     import matplotlib.pyplot as plt
@@ -256,14 +257,17 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
         row[0].legend(fontsize=6.5)
         pair_rows, _ = agreement.across_datasets(res_list, score)
         labels = [r.dataset for r in res_list]
-        mat = agreement.matrix(pair_rows, "pearson", labels).to_numpy(dtype=float)
+        halves = {r.dataset: agreement.split_half(r, score, only_correct=False)["pearson"] for r in res_list
+                  if len(r) >= 4}
+        mat = agreement.matrix(pair_rows, "pearson", labels, diagonal=halves).to_numpy(dtype=float)
         im = row[1].imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
         row[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=6.5)
         row[1].set_yticks(range(len(labels)), labels, fontsize=6.5)
         for (i, j), v in np.ndenumerate(mat):
             if np.isfinite(v):
                 row[1].text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5)
-        row[1].set_title(f"{name}: Pearson r of per-head {score}", fontsize=9)
+        row[1].set_title(f"{name}: Pearson r of per-head {score}\n(diagonal: split-half r within a data set)",
+                         fontsize=8.5)
         fig.colorbar(im, ax=row[1], shrink=0.8)
         cv = agreement.head_variation(res_list, score)
         im = row[2].imshow(cv, aspect="auto", interpolation="nearest", cmap="magma")
@@ -307,7 +311,7 @@ def masking_curves(curve: pd.DataFrame, chance: float | None = None, title: str 
             ax.plot(sel["n_masked"], sel["accuracy"], ms=4, **style)
         if chance is not None:
             ax.axhline(chance, ls="--", color="k", lw=0.8, label="chance")
-        total = part.attrs.get("total_heads")
+        total = int(part["total_heads"].iloc[0]) if "total_heads" in part else None
         ax.set_title(name + (f" ({total} heads)" if total else ""), fontsize=9)
         ax.set_xlabel("heads masked")
         ax.grid(alpha=0.3)
@@ -381,6 +385,28 @@ def concentration_accuracy(binned: pd.DataFrame, grouped: pd.DataFrame, title: s
     right.set_ylabel("accuracy")
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def model_layer_profiles(results_list: Sequence, scores: dict | Sequence[str] = ("weight", "region_weight"),
+                         title: str | None = None) -> matplotlib.figure.Figure:
+    """Per-layer mean of each score for every result (one line per model and data set), one panel per score.
+
+    Layers are placed on relative depth (:func:`layer_profiles`), so 32- and 40-layer models share an axis:
+    the LLaVA-1.5 vs 1.6 comparison of Figure 3.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = dict(scores) if isinstance(scores, dict) else {s: s for s in scores}
+    fig, axes = plt.subplots(1, len(labels), squeeze=False, figsize=(5.2 * len(labels), 3.6))
+    multi = len({r.dataset for r in results_list}) > 1
+    for ax, (label, name) in zip(axes[0], labels.items(), strict=True):
+        profiles = {(f"{r.model_name} · {r.dataset}" if multi else r.model_name): np.nanmean(r.per_head(name), axis=1)
+                    for r in results_list if name in r.scores}
+        layer_profiles(profiles, f"mean {label} over heads", title=label, ax=ax)
     _stamp(fig, title)
     fig.tight_layout()
     return fig

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from . import data, extract, results
 from .env import DATA_DIR, default_device
@@ -221,9 +222,70 @@ def merged(results_list: Sequence[Results]) -> Results:
     """Samples of several results of one model stacked into one (settings of the first; ``index`` renumbered)."""
     if not results_list:
         raise ValueError("no results to merge")
-    import pandas as pd
-
     table = pd.concat([r.table for r in results_list], ignore_index=True)
     table["index"] = np.arange(len(table))
     scores = {k: np.concatenate([r.scores[k] for r in results_list]) for k in results_list[0].scores}
     return Results(table, scores, dict(results_list[0].settings))
+
+
+CONDITION_COLUMNS = ("prompt_kind", "question_kind")
+
+
+def condition_maps(res: Results, scores: Mapping[str, str] | Sequence[str] = ("weight", "region_weight"),
+                   columns: Sequence[str] = CONDITION_COLUMNS) -> dict[str, dict[str, np.ndarray]]:
+    """Per-head mean maps ``[layers, heads]`` for every value of each condition column (Figure 3).
+
+    ``scores``: score names, or ``{label: score name}`` to label the columns of the figure. Returns
+    ``{condition value: {label: map}}`` (e.g. ``{"visual": {"weight": ...}, "plain": ..., "general": ...}``),
+    values in order of first appearance, columns in the order given.
+    """
+    labels = dict(scores) if isinstance(scores, Mapping) else {s: s for s in scores}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for column in columns:
+        if column not in res.table:
+            continue
+        for value, part in split_by(res, column).items():
+            out[value] = {label: part.per_head(name) for label, name in labels.items() if name in part.scores}
+    return out
+
+
+def difference_maps(maps: Mapping[str, Mapping[str, np.ndarray]], pairs: Sequence[tuple[str, str]]
+                    ) -> dict[str, dict[str, np.ndarray]]:
+    """``{"a - b": {label: maps[a][label] - maps[b][label]}}`` for each ``(a, b)`` in ``pairs`` present in ``maps``."""
+    out = {}
+    for a, b in pairs:
+        if a in maps and b in maps:
+            out[f"{a} - {b}"] = {label: maps[a][label] - maps[b][label] for label in maps[a] if label in maps[b]}
+    return out
+
+
+def describe_conditions(maps: Mapping[str, Mapping[str, np.ndarray]], pairs: Sequence[tuple[str, str]],
+                        top: int = 3) -> pd.DataFrame:
+    """One row per condition pair and score: mean of each map, their difference, Pearson r and the top heads.
+
+    Printed under Figure 3 so that its reading rests on numbers of the model that ran.
+    """
+    from . import agreement, metrics
+
+    rows = []
+    for a, b in pairs:
+        if a not in maps or b not in maps:
+            continue
+        for label in maps[a]:
+            if label not in maps[b]:
+                continue
+            ma, mb = maps[a][label], maps[b][label]
+            top_a = metrics.top_heads(_tensor(ma), top)
+            top_b = metrics.top_heads(_tensor(mb), top)
+            rows.append({"pair": f"{a} vs {b}", "score": label, "mean a": float(np.nanmean(ma)),
+                         "mean b": float(np.nanmean(mb)), "a - b": float(np.nanmean(ma - mb)),
+                         "pearson": agreement.compare(ma, mb)["pearson"],
+                         "top heads a": " ".join(f"{lyr}.{h}" for lyr, h in top_a),
+                         "top heads b": " ".join(f"{lyr}.{h}" for lyr, h in top_b)})
+    return pd.DataFrame(rows)
+
+
+def _tensor(a: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.asarray(a, dtype=np.float64))

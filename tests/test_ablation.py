@@ -145,9 +145,14 @@ def test_accuracy_table():
     assert np.isnan(table.loc["a", ("accuracy", "pope")]) and table.loc["b", ("samples", "pope")] == 12
 
 
-def test_masking_curve_on_a_tiny_model():
-    """About 10 s: a 3-layer tiny random LLaVA (576 image tokens), 2 samples, 4 generate calls."""
-    model, processor = offline.build("llava-v1.5-7b", tiny=True, layers=3)
+@pytest.fixture(scope="module")
+def tiny():
+    return offline.build("llava-v1.5-7b", tiny=True, layers=3)
+
+
+def test_masking_curve_on_a_tiny_model(tiny):
+    """About 10 s: a 3-layer tiny random LLaVA (576 image tokens), 2 samples, 6 generate calls."""
+    model, processor = tiny
     samples = [s for s in data.load_shapes(limit=1) if s.question_kind == "general"]
     scores = np.zeros((3, 4))
     scores[0, 1], scores[2, 3] = 2.0, 1.0
@@ -168,3 +173,25 @@ def test_masking_curve_on_a_tiny_model():
     masked = ablation.masked_predictions(model, processor, samples, everything, mode="zero", max_new_tokens=3)
     assert unmasked["sample_id"].tolist() == masked["sample_id"].tolist()
     assert unmasked["prediction"].tolist() != masked["prediction"].tolist()
+
+
+def test_run_models_ranks_then_masks_held_out_samples(tiny, monkeypatch):
+    """About 8 s: head_results on 2 samples, then masking at k = 0 and 1 (fractions of 12 heads)."""
+    from helpers import runs
+
+    monkeypatch.setattr(runs, "iter_models", lambda names, device=None: iter([tiny] * len(names)))
+    rank = runs.load_samples("shapes/general/visual", 2)
+    held_out = runs.load_samples("shapes/general/visual", 1, offset=2)
+    per_sample, rankings = ablation.run_models([None], rank, held_out, fractions=(0, 0.1), conditions=("top",),
+                                               batch_size=2, max_new_tokens=2, min_correct=1)
+    ((name, (res, scores, note)),) = rankings.items()
+    assert len(res) == 2 and scores.shape == (3, 4) and "detection score" in note
+    assert per_sample["k"].tolist() == [0, 1] and set(per_sample["sample_id"]) == {held_out[0].id}
+    assert per_sample["total_heads"].iloc[0] == 12 and per_sample["model"].iloc[0] == name
+    assert per_sample["heads"].iloc[1] == "{}.{}".format(*ablation.head_sets(scores, 1, ("top",))["top"][0])
+    # saved results of the same model replace the ranking run
+    res.scores["region_hits"][:] = 0.0
+    res.scores["region_hits"][:, 2, 3] = 1.0
+    _, again = ablation.run_models([None], [], held_out, fractions=(0, 0.1), conditions=("top",), saved=[res],
+                                   batch_size=2, max_new_tokens=2, min_correct=1)
+    assert again[name][0] is res and np.unravel_index(np.argmax(again[name][1]), (3, 4)) == (2, 3)

@@ -151,3 +151,36 @@ def test_default_models(monkeypatch, tmp_path):
     assert runs.toy_models(tmp_path) == [str(tmp_path / "toy-a1"), str(tmp_path / "toy-b1")]
     monkeypatch.setattr(runs, "toy_models", lambda: [])
     assert runs.default_models(["x"], device="cpu") == [None]
+
+
+def test_condition_maps_differences_and_description():
+    res = res_from_map(np.zeros((6, 4)), n=6, noise=0.0)
+    res.scores["weight"][res.table["prompt_kind"] == "visual", 2, 1] = 1.0
+    res.table["question_kind"] = ["general", "object", "super"] * 2
+    maps = runs.condition_maps(res, {"image attention": "weight", "missing": "nope"})
+    assert list(maps) == ["visual", "plain", "general", "object", "super"]
+    assert list(maps["visual"]) == ["image attention"] and maps["visual"]["image attention"][2, 1] == 1.0
+    assert maps["plain"]["image attention"][2, 1] == 0.0 and maps["general"]["image attention"][2, 1] == 0.5
+    diffs = runs.difference_maps(maps, [("visual", "plain"), ("object", "absent")])
+    assert list(diffs) == ["visual - plain"] and diffs["visual - plain"]["image attention"].sum() == 1.0
+    table = runs.describe_conditions(maps, [("visual", "plain")], top=1)
+    assert table.loc[0, "top heads a"] == "2.1" and table.loc[0, "a - b"] == pytest.approx(1 / 24)
+
+
+def test_score_maps_and_consistency_summary():
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0.2, 1, size=(6, 4))
+    a = res_from_map(base, model="a")
+    b = res_from_map(base, model="b", seed=1)
+    maps, notes = agreement.score_maps([a, b], "detection", min_correct=2)
+    assert list(maps) == ["a", "b"] and "correct samples" in notes["a"]
+    maps, notes = agreement.score_maps([a, res_from_map(base, model="a", dataset="e")], "weight")
+    assert list(maps) == ["a · d", "a · e"] and notes["a · d"] == "mean weight over 10 samples"
+    stable = [res_from_map(base, n=20, seed=i, dataset=f"d{i}", noise=0.01) for i in range(3)]
+    shaky = [res_from_map(rng.uniform(0.2, 1, size=(6, 4)), n=20, seed=i, dataset=f"d{i}", model="s")
+             for i in range(3)]
+    summary = agreement.consistency_summary({"m": stable, "s": shaky}).set_index("model")
+    assert summary.loc["m", "r across datasets"] > 0.9 > summary.loc["s", "r across datasets"]
+    assert summary.loc["s", "r split-half"] > 0.9 and summary.loc["m", "variation"] < summary.loc["s", "variation"]
+    fig = plots.model_layer_profiles([a, b], {"image attention": "weight"})
+    assert len(fig.axes[0].lines) == 2
