@@ -231,14 +231,18 @@ def stage_table(per_sample: pd.DataFrame) -> pd.DataFrame:
     return table.pivot_table(index=["model", "condition"], columns="k", values="accuracy", sort=False)
 
 
-def kind_table(per_sample: pd.DataFrame, k: int, condition: str = "top") -> pd.DataFrame:
+def kind_table(per_sample: pd.DataFrame, k: int | str = "max", condition: str = "top") -> pd.DataFrame:
     """Table 3 (ours): accuracy per question kind x prompt kind, unmasked and with ``k`` heads masked.
 
-    Rows: (model, question kind); columns: (setting, prompt kind) with setting ``"unmasked"`` and
-    ``"{condition} k={k}"``.
+    ``k="max"``: each model's largest ``k``. Rows: (model, question kind); columns: (setting, prompt
+    kind) with setting ``"unmasked"`` and ``"{condition} k={k}"`` (``"{condition} k=max"`` for ``"max"``).
     """
     base = per_sample[per_sample["k"] == 0].drop_duplicates(["model", "sample_id"]).assign(setting="unmasked")
-    masked = per_sample[(per_sample["k"] == k) & (per_sample["condition"] == condition)]
+    masked = per_sample[per_sample["condition"] == condition]
+    if k == "max":
+        masked = masked[masked["k"] == masked.groupby("model")["k"].transform("max")]
+    else:
+        masked = masked[masked["k"] == k]
     if masked.empty:
         raise ValueError(f"no rows with condition={condition!r} and k={k}; available k: {sorted(per_sample['k'].unique())}")
     both = pd.concat([base, masked.assign(setting=f"{condition} k={k}")])
@@ -338,3 +342,42 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
         parts.append(part)
         rankings[spec.name] = (res, scores, note)
     return pd.concat(parts, ignore_index=True), rankings
+
+
+RANKING_FOLDER = "ranking"
+PER_SAMPLE_FILE = "masking_per_sample.parquet"
+
+
+def save(per_sample: pd.DataFrame, rankings: dict[str, tuple[Results, np.ndarray, str]], folder: Any) -> Any:
+    """Write a masking experiment (:func:`run_models` output) to ``folder``: the per-sample rows and each
+    model's ranking results (``ranking/{i}.parquet``, :func:`helpers.results.write`). Returns the folder."""
+    from pathlib import Path
+
+    from . import results
+
+    folder = Path(folder)
+    (folder / RANKING_FOLDER).mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{PER_SAMPLE_FILE}.tmp"
+    per_sample.to_parquet(tmp, index=False)
+    tmp.replace(folder / PER_SAMPLE_FILE)
+    for i, (res, _, _) in enumerate(rankings.values()):
+        results.write(res, folder / RANKING_FOLDER / f"{i:03d}.parquet")
+    return folder
+
+
+def load(folder: Any, min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
+    """Read what :func:`save` wrote: ``(per_sample, rankings)``, the scores re-derived from the ranking results."""
+    from pathlib import Path
+
+    from . import results
+
+    folder = Path(folder).expanduser()
+    path = folder / PER_SAMPLE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: point to a folder written by ablation.save (notebook 08 writes "
+                                "one under the figure folder)")
+    rankings = {}
+    for part in sorted((folder / RANKING_FOLDER).glob("*.parquet")):
+        res = results.read(part)
+        rankings[res.model_name] = (res, *visual_head_scores(res, min_correct))
+    return pd.read_parquet(path), rankings

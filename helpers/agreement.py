@@ -175,3 +175,35 @@ def consistency_summary(results_by_model: Mapping[str, Sequence[Results]], score
                      "variation": float(np.nanmean(head_variation(res_list, score))),
                      "mean score min": float(per["mean"].min()), "mean score max": float(per["mean"].max())})
     return pd.DataFrame(rows)
+
+
+def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("detection", "weight"),
+                   families: Mapping[str, str] | None = None, k: int | float = 0.1, min_correct: int = 8,
+                   seed: int = 0) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, str]]:
+    """Figure 4's numbers: model x model agreement of each score's per-head map.
+
+    For each score (``"detection"`` or a score name, :func:`score_maps`): the Pearson matrix (diagonal:
+    split-half r of the model with itself, :func:`split_half`) and the top-``k`` Jaccard matrix. Models
+    are ordered by family, then name. Returns ``(matrices, pair_rows, notes)``: ``"{score}: pearson"`` /
+    ``"{score}: top-k jaccard"`` -> square DataFrame; all :func:`pairs` rows with a ``score`` column; and
+    ``"{score} · {model}"`` -> what the map is.
+    """
+    families = dict(families or {})
+    matrices, all_rows, all_notes = {}, [], {}
+    for score in scores:
+        maps, notes = score_maps(results_list, score, min_correct)
+        order = sorted(maps, key=lambda n: (families.get(n.split(" · ")[0], n), n))
+        fam = {n: families.get(n.split(" · ")[0], n) for n in maps}
+        rows = pairs({n: maps[n] for n in order}, fam, k).assign(score=score)
+        values = "region_hits" if score == "detection" else score
+        diag = {}
+        for n, r in zip(maps, results_list, strict=True):
+            try:
+                diag[n] = split_half(r, values, only_correct=score == "detection", seed=seed)["pearson"]
+            except ValueError:
+                diag[n] = float("nan")
+        matrices[f"{score}: pearson"] = matrix(rows, "pearson", order, diagonal=diag)
+        matrices[f"{score}: top-k jaccard"] = matrix(rows, "jaccard", order)
+        all_rows.append(rows)
+        all_notes.update({f"{score} · {n}": note for n, note in notes.items()})
+    return matrices, pd.concat(all_rows, ignore_index=True), all_notes

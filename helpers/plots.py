@@ -410,3 +410,11 @@ def model_layer_profiles(results_list: Sequence, scores: dict | Sequence[str] = 
     _stamp(fig, title)
     fig.tight_layout()
     return fig
+
+
+def figure_name(*parts: object) -> str:
+    """A file-name-safe figure name from parts (model names, data sets): ``fig3_toy-a1_shapes``."""
+    import re
+
+    text = "_".join(str(p) for p in parts if p not in (None, ""))
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "figure"

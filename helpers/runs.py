@@ -289,3 +289,17 @@ def _tensor(a: np.ndarray) -> Any:
     import torch
 
     return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+
+def as_datasets(results_list: Sequence[Results], split_dataset: str | None = None, split: str | None = None
+                ) -> dict[str, list[Results]]:
+    """Results per model, with the results on ``split_dataset`` replaced by its parts by table column ``split``.
+
+    E.g. ``as_datasets(res, "shapes", "question_kind")``: the synthetic set's general / object / super
+    questions become three "data sets" next to any real benchmarks (Figure 5 on CPU).
+    """
+    out: dict[str, list[Results]] = {}
+    for res in results_list:
+        parts = list(split_by(res, split).values()) if split and res.dataset == split_dataset else [res]
+        out.setdefault(res.model_name, []).extend(parts)
+    return out

@@ -111,6 +111,10 @@ def test_tables_and_figures_from_per_sample_rows(tmp_path):
     assert ablation.kind_table(per_sample, 4, "late").loc[("b", "object"), ("late k=4", "visual")] == 1.0
     with pytest.raises(ValueError, match="available k"):
         ablation.kind_table(per_sample, 3)
+    per_sample.loc[(per_sample.model == "b") & (per_sample.k == 4), "k"] = 5  # model b's largest k differs
+    largest = ablation.kind_table(per_sample, "max")
+    assert largest.loc[("a", "object"), ("top k=max", "visual")] == 0.0
+    assert largest.loc[("b", "object"), ("top k=max", "visual")] == 0.0 and len(largest) == 4
     fig = plots.masking_curves(curve, chance=0.25, title="test")
     assert all(p.stat().st_size > 0 for p in plots.save_figure(fig, "curves", tmp_path))
 
@@ -195,3 +199,18 @@ def test_run_models_ranks_then_masks_held_out_samples(tiny, monkeypatch):
     _, again = ablation.run_models([None], [], held_out, fractions=(0, 0.1), conditions=("top",), saved=[res],
                                    batch_size=2, max_new_tokens=2, min_correct=1)
     assert again[name][0] is res and np.unravel_index(np.argmax(again[name][1]), (3, 4)) == (2, 3)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    res = fake_results(model="toy-z")
+    scores, note = ablation.visual_head_scores(res, min_correct=1)
+    per_sample = pd.DataFrame({"model": ["toy-z"] * 2, "condition": ["top", "top"], "k": [0, 2],
+                               "correct": [True, False]})
+    ablation.save(per_sample, {"toy-z": (res, scores, note)}, tmp_path / "out")
+    back, rankings = ablation.load(tmp_path / "out", min_correct=1)
+    pd.testing.assert_frame_equal(back, per_sample)
+    (name, (res2, scores2, note2)), = rankings.items()
+    assert name == "toy-z" and note2 == note
+    np.testing.assert_allclose(scores2, scores)
+    with pytest.raises(FileNotFoundError, match="ablation.save"):
+        ablation.load(tmp_path)

@@ -184,3 +184,29 @@ def test_score_maps_and_consistency_summary():
     assert summary.loc["s", "r split-half"] > 0.9 and summary.loc["m", "variation"] < summary.loc["s", "variation"]
     fig = plots.model_layer_profiles([a, b], {"image attention": "weight"})
     assert len(fig.axes[0].lines) == 2
+
+
+def test_model_matrices_order_by_family_with_split_half_diagonal():
+    rng = np.random.default_rng(5)
+    fa, fb = rng.uniform(size=(6, 4)), rng.uniform(size=(6, 4))
+    res = [res_from_map(fb, n=12, model="b1", seed=1), res_from_map(fa, n=12, model="a1", seed=2),
+           res_from_map(fa, n=12, model="a2", seed=3)]
+    fam = {"a1": "A", "a2": "A", "b1": "B"}
+    mats, rows, notes = agreement.model_matrices(res, ("detection", "weight"), fam, k=0.25, min_correct=2)
+    assert list(mats) == ["detection: pearson", "detection: top-k jaccard", "weight: pearson", "weight: top-k jaccard"]
+    pearson = mats["weight: pearson"]
+    assert list(pearson.index) == ["a1", "a2", "b1"]
+    assert pearson.loc["a1", "a2"] > 0.9 > pearson.loc["a1", "b1"]
+    assert 0.9 < pearson.loc["a1", "a1"] < 1.0  # split-half, not the trivial 1
+    assert len(rows) == 6 and set(rows["score"]) == {"detection", "weight"}
+    assert set(notes) == {f"{s} · {m}" for s in ("detection", "weight") for m in ("a1", "a2", "b1")}
+
+
+def test_as_datasets_splits_one_dataset():
+    res = res_from_map(np.ones((6, 4)), n=6, model="m", dataset="shapes")
+    res.table["question_kind"] = ["general", "object", "super"] * 2
+    other = res_from_map(np.ones((6, 4)), n=4, model="m", dataset="pope")
+    out = runs.as_datasets([res, other], "shapes", "question_kind")
+    assert [r.dataset for r in out["m"]] == ["shapes/general", "shapes/object", "shapes/super", "pope"]
+    assert [r.dataset for r in runs.as_datasets([res, other])["m"]] == ["shapes", "pope"]
+    assert plots.figure_name("fig3", "llava-hf/llava 1.5", None, "shapes/visual") == "fig3_llava-hf-llava-1.5_shapes-visual"
