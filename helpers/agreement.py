@@ -182,8 +182,9 @@ def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("de
                    seed: int = 0) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, str]]:
     """Figure 4's numbers: model x model agreement of each score's per-head map.
 
-    For each score (``"detection"`` or a score name, :func:`score_maps`): the Pearson matrix (diagonal:
-    split-half r of the model with itself, :func:`split_half`) and the top-``k`` Jaccard matrix. Models
+    For each score (``"detection"`` or a score name, :func:`score_maps`): the Pearson matrix and the
+    top-``k`` Jaccard matrix, each with the model's split-half agreement with itself on the diagonal
+    (:func:`split_half`). Models
     are ordered by family, then name. Returns ``(matrices, pair_rows, notes)``: ``"{score}: pearson"`` /
     ``"{score}: top-k jaccard"`` -> square DataFrame; all :func:`pairs` rows with a ``score`` column; and
     ``"{score} · {model}"`` -> what the map is.
@@ -196,14 +197,15 @@ def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("de
         fam = {n: families.get(n.split(" · ")[0], n) for n in maps}
         rows = pairs({n: maps[n] for n in order}, fam, k).assign(score=score)
         values = "region_hits" if score == "detection" else score
-        diag = {}
+        halves = {}
         for n, r in zip(maps, results_list, strict=True):
             try:
-                diag[n] = split_half(r, values, only_correct=score == "detection", seed=seed)["pearson"]
+                halves[n] = split_half(r, values, only_correct=score == "detection", seed=seed, k=k)
             except ValueError:
-                diag[n] = float("nan")
-        matrices[f"{score}: pearson"] = matrix(rows, "pearson", order, diagonal=diag)
-        matrices[f"{score}: top-k jaccard"] = matrix(rows, "jaccard", order)
+                halves[n] = {"pearson": float("nan"), "jaccard": float("nan")}
+        for metric, label in (("pearson", "pearson"), ("jaccard", "top-k jaccard")):
+            diag = {n: float(h[metric]) for n, h in halves.items()}
+            matrices[f"{score}: {label}"] = matrix(rows, metric, order, diagonal=diag)
         all_rows.append(rows)
         all_notes.update({f"{score} · {n}": note for n, note in notes.items()})
     return matrices, pd.concat(all_rows, ignore_index=True), all_notes

@@ -114,51 +114,67 @@ def _stamp(fig: matplotlib.figure.Figure, title: str | None) -> None:
         fig.suptitle(title, fontsize=10)
 
 
-def layer_head_maps(maps: dict, title: str | None = None, cmap: str = "viridis", diverging: bool = False,
-                    share_columns: bool = True) -> matplotlib.figure.Figure:
-    """Figure 3: layer x head heatmaps, one row per condition and one column per score.
+def _integer_ticks(ax: matplotlib.axes.Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
 
-    ``maps``: row label -> {column label -> ``[layers, heads]`` array}, e.g.
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _annotate(ax: matplotlib.axes.Axes, values: object, limit: float = 1.0, fontsize: float = 7) -> None:
+    """Write each finite cell value of a heatmap, white on dark cells."""
+    import numpy as np
+
+    for (i, j), v in np.ndenumerate(np.asarray(values, dtype=float)):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
+                    color="white" if abs(v) > 0.6 * limit else "black")
+
+
+def layer_head_maps(maps: dict, title: str | None = None, cmap: str = "viridis", diverging: bool = False
+                    ) -> matplotlib.figure.Figure:
+    """Figure 3: layer x head heatmaps, one column per condition and one row per score.
+
+    ``maps``: condition -> {score label -> ``[layers, heads]`` array}, e.g.
     ``{"visual": {"image attention": w_visual, "region attention": r_visual}, "plain": {...}}``.
-    Each column shares one colour scale (``share_columns``); ``diverging``: a zero-centred red-blue
-    scale for difference maps. Layer 0 is the top row of each map.
+    Each row (score) shares one colour scale and one colour bar, so conditions compare by eye;
+    ``diverging``: a zero-centred red-blue scale for difference maps. Layer 0 is the top row of each map.
     """
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = list(maps)
-    cols = list(dict.fromkeys(c for r in rows for c in maps[r]))
+    cols = list(maps)
+    rows = list(dict.fromkeys(label for c in cols for label in maps[c]))
     if not rows or not cols:
         raise ValueError("no maps to draw")
-    limits = {}
-    for c in cols:
-        vals = np.concatenate([np.ravel(maps[r][c]) for r in rows if c in maps[r]])
+    first = np.asarray(maps[cols[0]][rows[0]])
+    height = 2.6 * min(max(first.shape[0] / max(first.shape[1], 1), 0.6), 1.6)
+    fig, axes = plt.subplots(len(rows), len(cols), squeeze=False, layout="constrained",
+                             figsize=(2.7 * len(cols) + 1.0, height * len(rows) + 0.5))
+    for i, label in enumerate(rows):
+        vals = np.concatenate([np.ravel(maps[c][label]) for c in cols if label in maps[c]]).astype(float)
         vals = vals[np.isfinite(vals)]
         lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
         if diverging:
-            m = max(abs(lo), abs(hi)) or 1.0
-            lo, hi = -m, m
-        limits[c] = (lo, hi) if share_columns else (None, None)
-    first = np.asarray(maps[rows[0]][cols[0]])
-    aspect = first.shape[0] / max(first.shape[1], 1)
-    fig, axes = plt.subplots(len(rows), len(cols), squeeze=False,
-                             figsize=(3.2 * len(cols) + 0.6, max(1.6, 3.0 * min(aspect, 1.6)) * len(rows) + 0.6))
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
+            lo, hi = -(max(abs(lo), abs(hi)) or 1.0), max(abs(lo), abs(hi)) or 1.0
+        im = None
+        for j, cond in enumerate(cols):
             ax = axes[i, j]
-            if c not in maps[r]:
+            if label not in maps[cond]:
                 ax.axis("off")
                 ax.text(0.5, 0.5, "not computed", ha="center", va="center", fontsize=8, transform=ax.transAxes)
                 continue
-            lo, hi = limits[c]
-            im = ax.imshow(np.asarray(maps[r][c], dtype=float), aspect="auto", interpolation="nearest",
+            im = ax.imshow(np.asarray(maps[cond][label], dtype=float), aspect="auto", interpolation="nearest",
                            cmap="RdBu_r" if diverging else cmap, vmin=lo, vmax=hi)
-            ax.set_title(f"{r} · {c}", fontsize=8.5)
+            ax.set_title(cond, fontsize=9)
+            _integer_ticks(ax)
+            ax.tick_params(labelsize=7)
             ax.set_xlabel("head", fontsize=8)
-            ax.set_ylabel("layer", fontsize=8)
-            fig.colorbar(im, ax=ax, shrink=0.85)
+            if j == 0:
+                ax.set_ylabel(f"{label}\nlayer", fontsize=8)
+        if im is not None:
+            fig.colorbar(im, ax=list(axes[i]), shrink=0.9, pad=0.01)
     _stamp(fig, title)
-    fig.tight_layout()
     return fig
 
 
@@ -194,25 +210,25 @@ def agreement_matrices(matrices: dict, families: dict | None = None, title: str 
                        vmin: float = -1.0, vmax: float = 1.0) -> matplotlib.figure.Figure:
     """Figure 4: model x model agreement heatmaps, one panel per ``matrices`` entry (label -> square DataFrame).
 
-    Cells are annotated with their value; ``families`` (name -> family) adds the family to the tick labels
+    Cells are annotated with their value (the diagonal holds what the matrices hold there, e.g. split-half
+    agreement); ``families`` (name -> family) adds the family to the tick labels
     and draws lines between families (models are expected grouped by family).
     """
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    fig, axes = plt.subplots(1, len(matrices), squeeze=False, figsize=(4.2 * len(matrices) + 0.8, 4.0))
+    n = max(len(m) for m in matrices.values())
+    side = min(max(2.6, 0.55 * n + 1.2), 7.0)
+    fig, axes = plt.subplots(1, len(matrices), squeeze=False, layout="constrained",
+                             figsize=(side * len(matrices) + 2.5, side + 1.6))
     im = None
-    for ax, (label, mat) in zip(axes[0], matrices.items(), strict=True):
+    for i, (ax, (label, mat)) in enumerate(zip(axes[0], matrices.items(), strict=True)):
         names = list(mat.index)
         values = mat.to_numpy(dtype=float)
         im = ax.imshow(values, cmap="RdBu_r", vmin=vmin, vmax=vmax)
         ticks = [f"{n}\n({families[n]})" if families and n in families else n for n in names]
         ax.set_xticks(range(len(names)), ticks, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), ticks, fontsize=7)
-        for (i, j), v in np.ndenumerate(values):
-            if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if abs(v) > 0.6 * max(abs(vmin), abs(vmax)) else "black")
+        ax.set_yticks(range(len(names)), ticks if i == 0 else [""] * len(names), fontsize=7)
+        _annotate(ax, values, max(abs(vmin), abs(vmax)))
         if families:
             fam = [families.get(n, n) for n in names]
             for i in range(1, len(fam)):
@@ -221,9 +237,8 @@ def agreement_matrices(matrices: dict, families: dict | None = None, title: str 
                     ax.axvline(i - 0.5, color="k", lw=1)
         ax.set_title(label, fontsize=9)
     _stamp(fig, title)
-    fig.tight_layout()
     if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.8)
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
     return fig
 
 
@@ -251,6 +266,7 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
             prof = np.nanmean(r.per_head(score), axis=1)
             row[0].plot(np.arange(len(prof)), prof, marker="o", ms=3, label=f"{r.dataset} (acc {r.accuracy:.0%})")
         row[0].set_xlabel("layer")
+        _integer_ticks(row[0])
         row[0].set_ylabel(f"mean {score} over heads")
         row[0].set_title(name, fontsize=9)
         row[0].grid(alpha=0.3)
@@ -263,9 +279,7 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
         im = row[1].imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
         row[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=6.5)
         row[1].set_yticks(range(len(labels)), labels, fontsize=6.5)
-        for (i, j), v in np.ndenumerate(mat):
-            if np.isfinite(v):
-                row[1].text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5)
+        _annotate(row[1], mat, fontsize=6.5)
         row[1].set_title(f"{name}: Pearson r of per-head {score}\n(diagonal: split-half r within a data set)",
                          fontsize=8.5)
         fig.colorbar(im, ax=row[1], shrink=0.8)
@@ -274,6 +288,7 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
         row[2].set_title(f"{name}: variation across data sets (std/mean)", fontsize=9)
         row[2].set_xlabel("head")
         row[2].set_ylabel("layer")
+        _integer_ticks(row[2])
         fig.colorbar(im, ax=row[2], shrink=0.8)
     _stamp(fig, title)
     fig.tight_layout()

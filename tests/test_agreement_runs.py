@@ -91,8 +91,9 @@ def test_layer_head_maps_and_profiles(tmp_path):
     a = np.arange(24, dtype=float).reshape(6, 4)
     fig = plots.layer_head_maps({"visual": {"weight": a, "region": a / 2}, "plain": {"weight": a * 2}}, title="x")
     images = [ax.images[0] for ax in fig.axes if ax.images]
-    assert len(images) == 3
-    assert images[0].get_clim() == images[2].get_clim() == (0.0, 46.0)  # weight column shares one scale
+    assert len(images) == 3  # the missing plain region map is an empty panel
+    assert images[0].get_clim() == images[1].get_clim() == (0.0, 46.0)  # the weight row shares one scale
+    assert images[2].get_clim() == (0.0, 11.5)
     diff = plots.layer_head_maps({"visual - plain": {"weight": a - 10}}, diverging=True)
     assert diff.axes[0].images[0].get_clim() == (-13.0, 13.0)
     prof = plots.layer_profiles({"32 layers": np.ones(32), "40 layers": np.zeros(40)}, "w")
@@ -198,6 +199,7 @@ def test_model_matrices_order_by_family_with_split_half_diagonal():
     assert list(pearson.index) == ["a1", "a2", "b1"]
     assert pearson.loc["a1", "a2"] > 0.9 > pearson.loc["a1", "b1"]
     assert 0.9 < pearson.loc["a1", "a1"] < 1.0  # split-half, not the trivial 1
+    assert 0 <= mats["weight: top-k jaccard"].loc["b1", "b1"] <= 1
     assert len(rows) == 6 and set(rows["score"]) == {"detection", "weight"}
     assert set(notes) == {f"{s} · {m}" for s in ("detection", "weight") for m in ("a1", "a2", "b1")}
 
