@@ -258,6 +258,13 @@ def accuracy_table(results_list: Sequence[Results]) -> pd.DataFrame:
     return frame.pivot_table(index="model", columns="dataset", values=["accuracy", "samples"], sort=False)
 
 
+def top_count(total_heads: int, k: int | float) -> int:
+    """``k`` heads: a count (``k >= 1``), or a fraction of ``total_heads`` (``k < 1``, at least 1)."""
+    if k <= 0:
+        raise ValueError(f"k must be positive (a count, or a fraction of all heads), got {k}")
+    return min(total_heads, max(1, round(k * total_heads)) if k < 1 else int(k))
+
+
 def stage_distribution_table(scores: dict[str, np.ndarray], k: int | float) -> pd.DataFrame:
     """Share of each model's top visual heads in each stage, and the stage's share of all heads.
 
@@ -268,7 +275,7 @@ def stage_distribution_table(scores: dict[str, np.ndarray], k: int | float) -> p
     rows = []
     for name, s in scores.items():
         n_layers, n_heads = s.shape
-        kk = max(1, round(k * n_layers * n_heads)) if k < 1 else int(k)
+        kk = top_count(n_layers * n_heads, k)
         top = metrics.top_heads(torch.from_numpy(np.asarray(s, dtype=np.float64)), kk)
         dist = metrics.stage_distribution(top, n_layers)
         for stage in metrics.STAGES:
@@ -314,13 +321,15 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
                fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
                seed: int = 0, mode: str = "uniform", stage_order: str = "score", batch_size: int = 16,
                max_new_tokens: int = 3, saved: Sequence[Results] = (), device: str | None = None,
-               min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
+               min_correct: int = 8, dataset: str = "ranking"
+               ) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
     """For each model in turn: rank heads on ``rank_samples``, mask on the held-out ``eval_samples``.
 
     The ranking comes from ``saved`` results of the same model name when given (e.g. a GPU sweep read with
     :func:`helpers.runs.load_saved`), else from :func:`helpers.extract.head_results` on ``rank_samples``.
     ``k`` values: :func:`k_grid` of the model's head count. Returns ``(per_sample, rankings)``:
     :func:`masking_curve` rows of all models, and name -> ``(ranking results, scores [layers, heads], note)``.
+    ``dataset`` labels the ranking results (tables).
     """
     from .runs import iter_models
 
@@ -330,7 +339,7 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
         spec = spec_of(model)
         res = saved_by_name.get(spec.name)
         if res is None:
-            res = extract.head_results(model, processor, rank_samples, batch_size=batch_size, dataset="ranking")
+            res = extract.head_results(model, processor, rank_samples, batch_size=batch_size, dataset=dataset)
         scores, note = visual_head_scores(res, min_correct)
         total = scores.size  # the model's own head count (a spec may describe the full-size geometry)
         grid = k_grid(total, ks, fractions)
@@ -381,3 +390,16 @@ def load(folder: Any, min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, tup
         res = results.read(part)
         rankings[res.model_name] = (res, *visual_head_scores(res, min_correct))
     return pd.read_parquet(path), rankings
+
+
+def concentration_tables(rankings: dict[str, tuple[Results, np.ndarray, str]], k: int | float = 0.1,
+                         bins: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`concentration_accuracy` for every model of :func:`run_models`' rankings, over its top-``k``
+    visual heads (:func:`top_count`); the binned and the grouped rows of all models, concatenated."""
+    binned, grouped = [], []
+    for res, scores, _ in rankings.values():
+        heads = metrics.top_heads(torch.from_numpy(np.asarray(scores, dtype=np.float64)), top_count(scores.size, k))
+        b, g = concentration_accuracy(res, heads, bins)
+        binned.append(b)
+        grouped.append(g)
+    return pd.concat(binned, ignore_index=True), pd.concat(grouped, ignore_index=True)

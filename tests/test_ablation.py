@@ -139,6 +139,12 @@ def test_stage_distribution_and_concentration_accuracy(tmp_path):
         assert all(p.stat().st_size > 0 for p in plots.save_figure(f, name, tmp_path))
     with pytest.raises(ValueError):
         ablation.concentration_accuracy(res, [])
+    both, groups = ablation.concentration_tables({"m": (res, scores, ""), "n": (res, scores, "")}, 1)
+    pd.testing.assert_frame_equal(both.iloc[:4].reset_index(drop=True), binned)
+    assert len(both) == 8 and len(groups) == 12
+    assert ablation.top_count(48, 0.1) == 5 and ablation.top_count(48, 100) == 48 and ablation.top_count(4, 0.01) == 1
+    with pytest.raises(ValueError):
+        ablation.top_count(48, 0)
 
 
 def test_accuracy_table():
