@@ -212,3 +212,17 @@ def test_as_datasets_splits_one_dataset():
     assert [r.dataset for r in out["m"]] == ["shapes/general", "shapes/object", "shapes/super", "pope"]
     assert [r.dataset for r in runs.as_datasets([res, other])["m"]] == ["shapes", "pope"]
     assert plots.figure_name("fig3", "llava-hf/llava 1.5", None, "shapes/visual") == "fig3_llava-hf-llava-1.5_shapes-visual"
+
+
+def test_set_cpu_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert runs.set_cpu_threads(1, "cpu") == 1 == torch.get_num_threads()
+        assert runs.set_cpu_threads(None, "cpu") == 1
+        assert runs.set_cpu_threads(3, "cuda") == 1  # untouched on CUDA
+        with pytest.raises(ValueError):
+            runs.set_cpu_threads(0, "cpu")
+    finally:
+        torch.set_num_threads(before)
