@@ -114,11 +114,11 @@ def _stamp(fig: matplotlib.figure.Figure, title: str | None) -> None:
         fig.suptitle(title, fontsize=10)
 
 
-def _integer_ticks(ax: matplotlib.axes.Axes) -> None:
+def _integer_ticks(ax: matplotlib.axes.Axes, nbins: int = 6) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True))
 
 
 def _annotate(ax: matplotlib.axes.Axes, values: object, limit: float = 1.0, fontsize: float = 7) -> None:
@@ -168,8 +168,9 @@ def layer_head_maps(maps: dict, title: str | None = None, cmap: str = "viridis",
                            cmap="RdBu_r" if diverging else cmap, vmin=lo, vmax=hi)
             ax.set_title(cond, fontsize=9)
             _integer_ticks(ax)
-            ax.tick_params(labelsize=7)
-            ax.set_xlabel("head", fontsize=8)
+            ax.tick_params(labelsize=7, labelleft=j == 0, labelbottom=i == len(rows) - 1)
+            if i == len(rows) - 1:
+                ax.set_xlabel("head", fontsize=8)
             if j == 0:
                 ax.set_ylabel(f"{label}\nlayer", fontsize=8)
         if im is not None:
