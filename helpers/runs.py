@@ -78,7 +78,8 @@ def load_samples(name: str, n_samples: int, offset: int = 0, data_files: Mapping
     kind x prompt kind asked for gets the same records: ``ceil(n_samples / kinds)`` records, truncated
     to ``n_samples``. ``offset`` counts records there (samples elsewhere), so a held-out set is
     ``load_samples(name, n, offset=n_ranking_records)``. ``data_files[benchmark]`` points at local files
-    of that benchmark's schema (``pointqa`` also needs ``image_folder``); without it the hub is used.
+    of that benchmark's schema (``pointqa`` needs ``image_folder``, ``pope`` / ``qbench`` files that store image
+    paths too); without it the hub is used. Bad samples are skipped with a warning.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")
@@ -94,7 +95,10 @@ def load_samples(name: str, n_samples: int, offset: int = 0, data_files: Mapping
             samples = data.load_shapes(**kwargs)
         samples = list(samples)[offset * per_record:][:n_samples]
     else:
-        samples = list(data.load(bench, files, limit=offset + n_samples, on_error="skip"))[offset:]
+        kwargs = {"limit": offset + n_samples, "on_error": "skip"}
+        if image_folder is not None and bench in ("pope", "qbench"):
+            kwargs["image_folder"] = image_folder
+        samples = list(data.load(bench, files, **kwargs))[offset:]
     if not samples:
         raise data.EmptySplitError(f"dataset {name!r}: no samples after skipping {offset}; lower the offset or "
                                    "give more data")

@@ -226,3 +226,16 @@ def test_set_cpu_threads():
             runs.set_cpu_threads(0, "cpu")
     finally:
         torch.set_num_threads(before)
+
+
+def test_load_samples_from_a_local_benchmark_file(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    rows = [{"question_id": i, "image": "a.jpg", "text": f"Is there a cat {i}?", "label": "yes"} for i in range(5)]
+    path = tmp_path / "pope.json"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    samples = runs.load_samples("pope", 2, offset=1, data_files={"pope": path}, image_folder=tmp_path)
+    assert [s.id for s in samples] == ["1", "2"] and samples[0].answer == "yes"
+    with pytest.raises(data.EmptySplitError, match="offset"):
+        runs.load_samples("pope", 2, offset=5, data_files={"pope": path}, image_folder=tmp_path)
