@@ -7,6 +7,7 @@ Modules, one job each:
     capture   per-head attention rows through transformers' attention registry; head masking
     layout    image-token and box-region token positions following the processor's geometry
     metrics   attention weight, concentration, region scores, detection, agreement
+    extract   run a model over samples in memory: per-sample, per-head scores and correctness
     data      benchmark loaders, the paper's prompts, answer scoring
     plots     figures saved as PNG and PDF
     runs      which models and samples a figure notebook runs; results computed or read from sweeps

@@ -141,12 +141,14 @@ class _Recorder:
     def result(self) -> torch.Tensor:
         need = {"prompt_end": "a model(...) or model.generate(...) call",
                 "answer": "model.generate(..., max_new_tokens=2 or more) (the first decoding step is the forward "
-                          "call after the prefill; with max_new_tokens=1 there is none). For a single forward "
-                          "use rows='prompt_end'",
+                          "call after the prefill; with max_new_tokens=1 there is none, and if every sequence "
+                          "ended at its first token, add min_new_tokens=2). For a single forward use "
+                          "rows='prompt_end'",
                 "generated": "a model(...) or model.generate(...) call"}[self.rows]
         first = {"prompt_end": 0, "answer": 1, "generated": 0}[self.rows]
         if len(self.steps) <= first or len(self.steps[first]) < self.n_layers:
             raise CaptureError(f"attention(rows={self.rows!r}) recorded nothing: run {need} inside the context.")
+
         def stack(step: dict[int, torch.Tensor]) -> torch.Tensor:
             return torch.stack([step[layer] for layer in range(self.n_layers)], dim=1)
 
@@ -179,16 +181,17 @@ class _Plan:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-        kernel = ALL_ATTENTION_FUNCTIONS.get_interface(self.base, _eager_forward(module))
+        kernel = _eager_forward(module) if self.base == "eager" else ALL_ATTENTION_FUNCTIONS[self.base]
         out, weights = kernel(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         layer = module.layer_idx
-        heads = self.masks.get(layer, {})
-        uniform = _heads_with(heads, "uniform", query.device)
-        zero = _heads_with(heads, "zero", query.device)
-        if uniform.numel():
-            out = _uniform_heads(out, value, attention_mask, uniform)
-        if zero.numel():
-            out = out.index_fill(2, zero, 0.0)
+        uniform = None
+        if heads := self.masks.get(layer):  # layers without masked heads pay nothing here
+            uniform = _heads_with(heads, "uniform", query.device)
+            zero = _heads_with(heads, "zero", query.device)
+            if uniform.numel():
+                out = _uniform_heads(out, value, attention_mask, uniform)
+            if zero.numel():
+                out = out.index_fill(2, zero, 0.0)
         for recorder in self.recorders:
             recorder.observe(layer, query, key, attention_mask, scaling, uniform)
         return out, weights

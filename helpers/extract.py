@@ -40,7 +40,7 @@ def _pad_keys(mask: torch.Tensor, keys: int) -> torch.Tensor:
 def batch_inputs(model: Any, processor: Any, samples: Sequence[data.Sample]) -> tuple[dict, list]:
     """Processor inputs on the model's device (floating tensors in the model's dtype) and the images used."""
     images, texts = data.model_inputs(samples, spec_of(model))
-    inputs = processor(images=images, text=texts, return_tensors="pt", padding=True)
+    inputs = processor(images=images, text=texts, return_tensors="pt", padding=True, padding_side="left")
     device = next(model.parameters()).device
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
     return {n: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for n, v in inputs.items()}, images
@@ -135,3 +135,27 @@ def head_results(model: Any, processor: Any, samples: Sequence[data.Sample], bat
     res = concat(parts)
     res.settings.update(dataset=dataset, batch_size=batch_size)
     return res
+
+
+def panels(dataset: str, n: int, seed: int = 0, split_by: str | None = "question_kind",
+           prompt_kind: str | None = "visual", **load_kwargs: Any) -> dict[str, list]:
+    """Samples of ``dataset`` (a key of ``helpers.data.LOADERS``) grouped into figure panels.
+
+    ``split_by``: a :class:`helpers.data.Sample` attribute whose values name the panels
+    (``"question_kind"``: general / object / super for PointQA) or None for one panel.
+    ``prompt_kind``: keep only ``"visual"`` or ``"plain"`` samples (None: both). Each panel is a
+    seeded random choice of at most ``n`` samples, in dataset order.
+    """
+    import random
+
+    from . import data
+
+    samples = [s for s in data.load(dataset, **load_kwargs) if prompt_kind is None or s.prompt_kind == prompt_kind]
+    groups: dict[str, list] = {}
+    for s in samples:
+        key = dataset if split_by is None else f"{dataset} {getattr(s, split_by)}"
+        groups.setdefault(key, []).append(s)
+    if not groups:
+        raise ValueError(f"{dataset}: no samples with prompt_kind={prompt_kind!r}")
+    rng = random.Random(seed)
+    return {k: [v[i] for i in sorted(rng.sample(range(len(v)), min(n, len(v))))] for k, v in groups.items()}

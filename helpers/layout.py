@@ -347,19 +347,24 @@ def overlap(footprints: torch.Tensor, box: Box) -> torch.Tensor:
 
 
 def region_token_mask(processor: Any, image_size: Sequence[int], boxes: Box | Sequence[Box], sample_id: Any = None,
-                      min_overlap: float = 0.0, geometry: ImageGeometry | None = None) -> torch.Tensor:
+                      min_overlap: float = 0.0, geometry: ImageGeometry | None = None,
+                      views: Sequence[int] | None = None) -> torch.Tensor:
     """Boolean ``[n_image_tokens]``: the image tokens of one image whose patch covers any of ``boxes``.
 
     ``boxes``: one ``(x1, y1, x2, y2)`` box in original-image pixels, or a list of them (PointQA
     has several; the region is their union). A token is in the region when its footprint overlaps
-    a (clipped) box by more than ``min_overlap`` square pixels (default 0: any overlap). Warns if
-    no token covers the box (e.g. the box lies in the part the centre crop removes).
+    a (clipped) box by more than ``min_overlap`` square pixels (default 0: any overlap). ``views``
+    restricts the region to some views (LLaVA-NeXT: ``(0,)`` the base view only, ``(1,)`` the
+    high-resolution grid only; default None: all). Warns if no token covers the box (e.g. the box
+    lies in the part the centre crop removes).
     """
     geometry = geometry or image_geometry(processor, image_size)
     box_list = [boxes] if len(boxes) == 4 and not isinstance(boxes[0], (list, tuple, torch.Tensor)) else boxes
     mask = torch.zeros(geometry.n_tokens, dtype=torch.bool)
     for b in box_list:
         mask |= overlap(geometry.footprints, clip_box(b, geometry.image_size, sample_id)) > min_overlap
+    if views is not None:
+        mask &= torch.isin(geometry.view, torch.as_tensor(list(views), dtype=torch.long))
     if not mask.any():
         warnings.warn(f"sample {sample_id!r}: no image token covers box(es) {box_list} (the processor's crop removed "
                       "that part of the image); its region is empty", stacklevel=2)
@@ -368,13 +373,14 @@ def region_token_mask(processor: Any, image_size: Sequence[int], boxes: Box | Se
 
 def region_mask(input_ids: torch.Tensor, token_id: int, processor: Any, image_sizes: Sequence[Sequence[int]],
                 boxes: Sequence[Box | Sequence[Box]], sample_ids: Sequence[Any] | None = None,
-                min_overlap: float = 0.0) -> torch.Tensor:
+                min_overlap: float = 0.0, views: Sequence[int] | None = None) -> torch.Tensor:
     """Boolean ``[batch, seq]``: the sequence positions of each sample's region tokens.
 
     One image per sample: its image tokens (``input_ids == token_id``, in order) are matched to
     :func:`image_geometry` of ``image_sizes[i] = (height, width)``, and those covering
     ``boxes[i]`` are marked. Left padding is fine. Raises ``ValueError`` naming the sample when
-    its number of image tokens does not match the processor geometry.
+    its number of image tokens does not match the processor geometry. ``min_overlap`` and
+    ``views``: as in :func:`region_token_mask`.
     """
     ids = input_ids if input_ids.dim() == 2 else input_ids[None]
     sample_ids = list(sample_ids) if sample_ids is not None else list(range(ids.shape[0]))
@@ -385,5 +391,5 @@ def region_mask(input_ids: torch.Tensor, token_id: int, processor: Any, image_si
             raise ValueError(f"sample {sample_ids[i]!r}: input_ids hold {len(pos)} image tokens but an image of "
                              f"{tuple(image_sizes[i])} (height, width) gives {geo.n_tokens} with this processor; pass "
                              "the original image size and the processor that built input_ids (one image per sample)")
-        out[i, pos] = region_token_mask(processor, image_sizes[i], boxes[i], sample_ids[i], min_overlap, geo)
+        out[i, pos] = region_token_mask(processor, image_sizes[i], boxes[i], sample_ids[i], min_overlap, geo, views)
     return out if input_ids.dim() == 2 else out[0]

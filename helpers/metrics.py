@@ -40,10 +40,15 @@ Index = torch.Tensor | Sequence[torch.Tensor]
 def key_mask(index: Index, batch: int, keys: int, device: torch.device | None = None) -> torch.Tensor:
     """Boolean ``[batch, keys]`` from any accepted key index (see the module docstring).
 
-    Raises ``ValueError`` when the index does not fit ``batch`` x ``keys``.
+    A boolean mask shorter than ``keys`` (built from the prompt's ``input_ids`` while the rows of
+    ``capture.attention(rows="answer")`` also hold the generated token) is padded with False on the
+    right: keys after the prompt are generated tokens, never image tokens. Raises ``ValueError``
+    when the index does not fit ``batch`` x ``keys``.
     """
     if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
         mask = index if index.dim() == 2 else index[None].expand(batch, -1)
+        if mask.dim() == 2 and mask.shape[-1] < keys:
+            mask = torch.nn.functional.pad(mask, (0, keys - mask.shape[-1]), value=False)
         if mask.shape != (batch, keys):
             raise ValueError(f"boolean key index of shape {tuple(index.shape)} does not fit rows with batch {batch} "
                              f"and {keys} keys; pass [batch, keys] or [keys]")

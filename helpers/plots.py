@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import pandas as pd
 
 from .env import figure_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
 
 matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
 
@@ -102,6 +108,73 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
     fig.tight_layout()
     if scatter is not None:
         fig.colorbar(scatter, ax=axes, label="layer", shrink=0.8)
+    return fig
+
+
+def patch_map(values: torch.Tensor, footprints: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
+    """Paint per-patch ``values`` ``[n]`` into an ``image_size = (height, width)`` array (NaN where no patch).
+
+    ``footprints``: ``[n, 4]`` ``(x1, y1, x2, y2)`` in original-image pixels (``helpers.layout``); each
+    patch fills the pixels its footprint covers (nearest upsampling of the patch grid onto the image).
+    NaN footprints (newline / CLS tokens) are skipped.
+    """
+    import numpy as np
+
+    h, w = image_size
+    out = np.full((h, w), np.nan, dtype=np.float32)
+    for value, (x1, y1, x2, y2) in zip(values.tolist(), footprints.tolist(), strict=True):
+        if np.isnan(x1):
+            continue
+        c1, r1 = max(int(np.floor(x1 + 0.5)), 0), max(int(np.floor(y1 + 0.5)), 0)
+        c2, r2 = min(int(np.floor(x2 + 0.5)), w), min(int(np.floor(y2 + 0.5)), h)
+        out[r1:max(r2, r1 + 1), c1:max(c2, c1 + 1)] = value
+    return out
+
+
+def head_attention_on_image(image: Image.Image, rows: torch.Tensor, heads: list[tuple[int, int]],
+                            image_positions: torch.Tensor, geometry: Any, region: torch.Tensor | None = None,
+                            boxes: tuple = (), view: int = 0, cmap: str = "magma",
+                            title: str | None = None) -> matplotlib.figure.Figure:
+    """The image, then one panel per ``(layer, head)``: that head's attention on the image tokens over the image.
+
+    ``rows``: one sample's captured rows ``[layers, heads, keys]``; ``image_positions``: the key
+    positions of its image tokens ``[n_image_tokens]`` in token order; ``geometry``: its
+    ``helpers.layout.ImageGeometry`` (same order). Only tokens of ``view`` are drawn (0: the base
+    view, the only one for LLaVA-1.5; 1: LLaVA-NeXT's high-resolution grid). Each patch's
+    probability fills its footprint (patch grid upsampled to image pixels), colour scale per panel.
+    ``region``: bool ``[n_image_tokens]``, the region tokens, outlined in cyan; ``boxes``: the
+    question's boxes, dashed red. Panel titles give the head's attention weight on the whole image.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    h, w = geometry.image_size
+    in_view = geometry.view == view
+    fig, axes = plt.subplots(1, len(heads) + 1, figsize=(3.0 * (len(heads) + 1), 3.3), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(image)
+    axes[0].set_title("input (as the model sees it)", fontsize=9)
+    for ax, (layer, head) in zip(axes[1:], heads, strict=True):
+        values = rows[layer, head, image_positions].float()
+        heat = patch_map(values[in_view], geometry.footprints[in_view], (h, w))
+        ax.imshow(image, alpha=0.35)
+        shown = ax.imshow(heat, cmap=cmap, alpha=0.8, extent=(0, w, h, 0), interpolation="nearest")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(f"layer {layer}, head {head}\nweight on image {float(values.sum()):.2f}", fontsize=9)
+    for ax in axes:
+        if region is not None:
+            for x1, y1, x2, y2 in geometry.footprints[region & in_view].tolist():
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="cyan", linewidth=0.8))
+        for x1, y1, x2, y2 in boxes:
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=1.2,
+                                   linestyle="--"))
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig
 
 

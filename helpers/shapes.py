@@ -80,7 +80,7 @@ def paper_line_width(size: tuple[int, int]) -> int:
 
 def make_scene(rng: np.random.Generator, size: tuple[int, int] = (112, 112), grid: int = 8, max_count: int = 4,
                distractor_groups: tuple[int, int] = (2, 3), max_distractor_count: int = 3,
-               min_fill: float = 0.55) -> Scene:
+               min_fill: float = 0.7, total: int | None = 8) -> Scene:
     """Draw a random scene (all randomness from ``rng``; same generator state, same scene).
 
     Args:
@@ -90,7 +90,12 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int] = (112, 112), gri
         max_count: the target type appears ``1..max_count`` times (uniform).
         distractor_groups: inclusive range of how many other types appear. The first shares the
             target's colour, the second its kind; further groups are any other type.
-        max_distractor_count: each distractor type appears ``1..max_distractor_count`` times.
+        max_distractor_count: each distractor type appears ``1..max_distractor_count`` times
+            (only when ``total`` is ``None``).
+        total: number of shapes in every scene (default 8); the distractor groups share the
+            ``total - count`` remaining places (each at least one). A fixed total makes "how many
+            of these" a fixed fraction of the objects, which a tiny model learns to read by
+            attention quickly; ``None`` draws each distractor group's size independently.
         min_fill: smallest shape side as a fraction of the cell side (largest is the cell minus
             a margin that leaves room for the drawn box).
     """
@@ -108,7 +113,15 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int] = (112, 112), gri
         pool = [t for t in pool if t not in types]
         if len(types) < n_groups and pool:
             types.append(pool[rng.integers(len(pool))])
-    counts = [target_count] + [int(rng.integers(1, max_distractor_count + 1)) for _ in types]
+    if total is None:
+        counts = [target_count] + [int(rng.integers(1, max_distractor_count + 1)) for _ in types]
+    else:
+        rest = total - target_count
+        if rest < len(types) or total > grid * grid:
+            raise ValueError(f"total={total} cannot hold {target_count} targets and {len(types)} distractor groups "
+                             f"on a {grid}x{grid} grid: raise total or lower max_count / distractor_groups")
+        extra = np.bincount(rng.integers(len(types), size=rest - len(types)), minlength=len(types))
+        counts = [target_count] + [1 + int(e) for e in extra]
     cells_free = grid * grid
     while sum(counts) > cells_free:  # only with a small grid: shrink the largest distractor group
         i = 1 + int(np.argmax(counts[1:]))

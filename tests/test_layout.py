@@ -30,9 +30,11 @@ from PIL import Image
 from helpers import layout, offline
 from helpers.models import REGISTRY
 
-SHAPES = {"square": (336, 336), "wide": (240, 520), "tall": (500, 260)}  # (height, width)
-# boxes as fractions of (width, height) so that each shape gets one inside the visible area
-BOXES = [(0.30, 0.35, 0.52, 0.61), (0.41, 0.71, 0.47, 0.83)]
+SHAPES = {"square": (336, 336), "wide": (240, 520), "tall": (500, 260),  # (height, width)
+          "odd-wide": (191, 607), "small-tall": (150, 97)}  # extra cases, one architecture each
+# boxes as fractions of (width, height), inside the part of each shape that the centre crop keeps;
+# several boxes with edges at different offsets from the patch borders make a shift of a few pixels show
+BOXES = [(0.30, 0.35, 0.52, 0.61), (0.41, 0.66, 0.47, 0.72), (0.58, 0.28, 0.66, 0.37), (0.553, 0.452, 0.591, 0.503)]
 
 
 def _pad_processor():
@@ -90,7 +92,10 @@ def _grow(fp: torch.Tensor, patch: int, k: float) -> torch.Tensor:
     return fp + k * torch.stack([-px, -py, px, py], -1)
 
 
-CASES = [(name, shape) for name in REGISTRY for shape in SHAPES] + [("pad-to-square", s) for s in SHAPES]
+MAIN = ("square", "wide", "tall")
+CASES = ([(name, shape) for name in REGISTRY for shape in MAIN] + [("pad-to-square", s) for s in MAIN]
+         + [(name, extra) for name in ("llava-v1.5-7b", "llava-v1.6-mistral-7b", "pad-to-square")
+            for extra in ("odd-wide", "small-tall")])
 
 
 @pytest.mark.parametrize(("name", "shape"), CASES)
@@ -164,6 +169,11 @@ def test_positions_with_left_padding_and_variable_anyres_counts():
     for i in range(2):
         per_image = layout.region_token_mask(proc, sizes[i], boxes[i])
         assert torch.equal(region[i, positions[i]], per_image)
+        geo = layout.image_geometry(proc, sizes[i])
+        base = layout.region_token_mask(proc, sizes[i], boxes[i], views=(0,))
+        grid = layout.region_token_mask(proc, sizes[i], boxes[i], views=(1,))
+        assert torch.equal(base | grid, per_image) and not (base & grid).any()
+        assert (geo.view[base] == 0).all() and (geo.view[grid] == 1).all()
     with pytest.raises(ValueError, match="sample 'b'"):
         layout.region_mask(ids, tid, proc, [sizes[0], sizes[0]], boxes, sample_ids=["a", "b"])
 

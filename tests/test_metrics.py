@@ -121,8 +121,10 @@ def test_edge_cases_of_concentration():
     rows = torch.tensor([[[[0.25, 0.25, 0.0, 0.0, 0.5]]]])
     assert metrics.concentration(rows, torch.tensor([0, 1, 2, 3])).item() == pytest.approx(0.5)
     assert metrics.attention_weight(rows, torch.tensor([0, 1, 2, 3])).item() == pytest.approx(0.5)
+    # a prompt-length mask on rows that also hold the generated token: padded with False on the right
+    assert metrics.attention_weight(rows, torch.tensor([True, True, False, False])).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="does not fit"):
-        metrics.attention_weight(rows, torch.tensor([True, False]))
+        metrics.attention_weight(rows, torch.ones(1, 7, dtype=torch.bool))
 
 
 def test_detection_on_a_worked_example():

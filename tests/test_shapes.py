@@ -65,6 +65,15 @@ def test_visual_prompt_draws_red_box_with_paper_width_plain_draws_nothing():
     assert not (plain == shapes.BOX_COLOUR).all(-1).any(), "plain image must contain no red"
 
 
+def test_fixed_total_and_independent_sizes():
+    rng = np.random.default_rng(3)
+    assert {len(shapes.make_scene(rng).shapes) for _ in range(50)} == {8}
+    sizes = {len(shapes.make_scene(rng, total=None).shapes) for _ in range(50)}
+    assert len(sizes) > 2
+    with pytest.raises(ValueError, match="total=3"):
+        shapes.make_scene(np.random.default_rng(0), total=3, max_count=4, distractor_groups=(3, 3))
+
+
 def test_too_small_image_is_refused():
     with pytest.raises(ValueError, match="too small"):
         shapes.make_scene(np.random.default_rng(0), size=(30, 30))

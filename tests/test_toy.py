@@ -1,0 +1,112 @@
+"""Toy model organisms (helpers.toy): the committed models answer from the image; training runs.
+
+Budget: loading and scoring the committed models takes a few seconds each (64 held-out samples,
+twice: with the image and with a blank one); the training smoke tests run a few steps of a tiny config.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import models, toy
+from helpers.env import DATA_DIR
+
+TOYS = sorted(p for p in DATA_DIR.glob("toy-*") if (p / "config.json").is_file())
+# measured accuracies are in each model card; thresholds sit a little below them
+MIN_ACCURACY = 0.85
+MAX_BLANK_ACCURACY = 0.45
+
+
+def test_committed_toy_models_exist_in_two_families_of_two():
+    families: dict[str, list[str]] = {}
+    for folder in TOYS:
+        meta = json.loads((folder / "visual_heads.json").read_text())
+        families.setdefault(meta["family"], []).append(meta["name"])
+    assert len(families) >= 2 and all(len(v) >= 2 for v in families.values()), families
+    size = sum(f.stat().st_size for p in TOYS for f in p.glob("*.safetensors"))
+    assert size <= 40e6
+
+
+@pytest.mark.parametrize("folder", TOYS, ids=[p.name for p in TOYS])
+def test_toy_model_reads_the_image(folder):
+    """About 4 s per model: 128 forward passes of a 1 M-parameter model."""
+    torch.set_num_threads(1)
+    model, processor = models.load(folder)
+    assert model.vh_spec.template == toy.TEMPLATE and model.vh_spec.layers >= 3
+    seen = toy.evaluate(model, processor, n=64)
+    blank = toy.evaluate(model, processor, n=64, image="blank")
+    assert seen["accuracy"] >= MIN_ACCURACY, seen
+    assert blank["accuracy"] <= MAX_BLANK_ACCURACY, blank
+
+
+def test_load_default_picks_a_toy_model():
+    assert TOYS, "no committed toy model under data/"
+    assert models.embedded_default() == TOYS[0]
+
+
+def _tiny(seed: int = 0, steps: int = 2) -> toy.ToyConfig:
+    return toy.ToyConfig(hidden=32, layers=3, heads=4, intermediate=64, vision_hidden=32, steps=steps,
+                         batch_size=4, warmup=1, vision_steps=2, seed=seed)
+
+
+def test_training_is_deterministic_and_saves_a_loadable_model(tmp_path):
+    torch.set_num_threads(1)
+    decoder = toy.pretrain(_tiny(seed=1), tmp_path / "decoder")
+    a = toy.finetune(_tiny(seed=3), decoder, tmp_path / "a", connector_seed=5, name="toy-t", family="t",
+                     card=False)[0]
+    b = toy.finetune(_tiny(seed=3), decoder, tmp_path / "b", connector_seed=5, name="toy-t", family="t",
+                     card=False)[0]
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), k
+    model, processor = models.load(tmp_path / "a")
+    assert model.vh_spec.name == "toy-t" and model.vh_spec.family == "t"
+    assert model.vh_spec.image_tokens == (112 // 14) ** 2
+    # the decoder start is shared: the language model moved away from it only by the fine-tune steps
+    out = toy.predict(model, processor, toy.held_out(3))
+    assert len(out) == 3
+
+
+def test_held_out_set_is_fixed_and_balanced():
+    a, b = toy.held_out(30), toy.held_out(30)
+    assert [s.answer for s in a] == [s.answer for s in b]
+    assert [s.kind for s in a[:3]] == ["general", "object", "super"]
+    assert set(np.unique([s.answer for s in toy.held_out(90)])) == {"1", "2", "3", "4"}
+
+
+def test_masking_top_visual_heads_hurts_more_than_random_heads():
+    """About 10 s: head scores on 64 samples, then 64-sample accuracy unmasked, top-4 masked, 2 random draws."""
+    assert TOYS, "no committed toy model under data/"
+    torch.set_num_threads(1)
+    model, processor = models.load(TOYS[0])
+    res = toy.masking_experiment(model, processor, ks=(4,), n=64, draws=2, score_n=64)
+    r = res["k"][4]
+    assert res["baseline"] >= MIN_ACCURACY
+    assert r["random"] - r["top"] >= 0.2, r
+    spec = model.vh_spec
+    from helpers.metrics import stage_of
+
+    stages = sorted(stage_of(layer, spec.layers) for layer, _ in r["top_heads"])
+    rng = np.random.default_rng(0)
+    drawn = toy.random_heads_like(r["top_heads"], spec.layers, spec.heads, rng)
+    assert sorted(stage_of(layer, spec.layers) for layer, _ in drawn) == stages
+    assert not set(drawn) & set(r["top_heads"])
+
+
+def test_command_line_trains_a_few_steps(tmp_path):
+    """The documented CLI: text pretraining, then a fine-tune with a card, on a tiny config."""
+    torch.set_num_threads(1)
+    tiny = ["--hidden", "32", "--layers", "3", "--heads", "4", "--intermediate", "64", "--vision-hidden", "32",
+            "--steps", "2", "--batch-size", "4", "--vision-steps", "2"]
+    toy.main(["pretrain", "--out", str(tmp_path / "dec"), "--seed", "1", *tiny])
+    toy.main(["train", "--decoder", str(tmp_path / "dec"), "--out", str(tmp_path / "m"), "--name", "toy-cli",
+              "--family", "cli", "--connector-seed", "3", "--eval-n", "6", *tiny])
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "toy-cli" in card and "| box drawn (visual prompt) |" in card
+    meta = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert meta["config"]["steps"] == 2 and meta["decoder_seed"] == 1
+    model, _ = models.load(tmp_path / "m")
+    assert model.vh_spec.family == "cli"
