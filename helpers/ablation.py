@@ -321,7 +321,7 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
                fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
                seed: int = 0, mode: str = "uniform", stage_order: str = "score", batch_size: int = 16,
                max_new_tokens: int = 3, saved: Sequence[Results] = (), device: str | None = None,
-               min_correct: int = 8, dataset: str = "ranking"
+               min_correct: int = 8, dataset: str = "ranking", rows: str | None = None
                ) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
     """For each model in turn: rank heads on ``rank_samples``, mask on the held-out ``eval_samples``.
 
@@ -329,9 +329,10 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
     :func:`helpers.runs.load_saved`), else from :func:`helpers.extract.head_results` on ``rank_samples``.
     ``k`` values: :func:`k_grid` of the model's head count. Returns ``(per_sample, rankings)``:
     :func:`masking_curve` rows of all models, and name -> ``(ranking results, scores [layers, heads], note)``.
-    ``dataset`` labels the ranking results (tables).
+    ``dataset`` labels the ranking results (tables); ``rows``: the attention row the ranking is computed
+    from (:func:`helpers.runs.rows_for`; ``None`` picks by model).
     """
-    from .runs import iter_models
+    from .runs import iter_models, rows_for
 
     saved_by_name = {r.model_name: r for r in saved}
     parts, rankings = [], {}
@@ -339,11 +340,13 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
         spec = spec_of(model)
         res = saved_by_name.get(spec.name)
         if res is None:
-            res = extract.head_results(model, processor, rank_samples, batch_size=batch_size, dataset=dataset)
+            res = extract.head_results(model, processor, rank_samples, batch_size=batch_size, dataset=dataset,
+                                       rows=rows_for(model, rows))
         scores, note = visual_head_scores(res, min_correct)
         total = scores.size  # the model's own head count (a spec may describe the full-size geometry)
         grid = k_grid(total, ks, fractions)
-        print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples; heads ranked by {note}; "
+        print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples (rows="
+              f"{res.settings.get('rows')!r}); heads ranked by {note}; "
               f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples")
         part = masking_curve(model, processor, eval_samples, scores, grid, conditions, seed, mode, stage_order,
                              batch_size, max_new_tokens)

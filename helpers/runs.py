@@ -137,20 +137,35 @@ def iter_models(names: Sequence[str | None], device: str | None = None) -> Itera
                 pass
 
 
+def rows_for(model: Any, rows: str | None = None) -> str:
+    """The attention row to capture for ``model``: ``rows`` when given, else by model.
+
+    ``None``: ``"answer"`` (the first generated token's row, what the authors' code records) for the
+    registry's models; ``"prompt_end"`` (the row that predicts the answer) for all others, i.e. the toy
+    models, whose answers are one token: their ``"answer"`` row is the one that predicts ``</s>``.
+    """
+    if rows is not None:
+        return rows
+    return "answer" if spec_of(model).name in REGISTRY else "prompt_end"
+
+
 def compute(model: Any, processor: Any, datasets: Sequence[str], n_samples: int, batch_size: int = 8,
             data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
-            **kwargs: Any) -> list[Results]:
+            rows: str | None = None, **kwargs: Any) -> list[Results]:
     """Per-head results of one loaded model on each dataset (``extract.head_results``), labelled.
 
-    Keyword arguments go to :func:`helpers.extract.head_results` (``rows``, ``k``, ...).
+    ``rows``: the captured attention row (:func:`rows_for`; ``None`` picks by model). Other keyword
+    arguments go to :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ...).
     """
     spec = spec_of(model)
+    rows = rows_for(model, rows)
     out = []
     for name in datasets:
         samples = load_samples(name, n_samples, data_files=data_files, image_folder=image_folder)
-        res = extract.head_results(model, processor, samples, batch_size=batch_size, dataset=name, **kwargs)
+        res = extract.head_results(model, processor, samples, batch_size=batch_size, dataset=name, rows=rows,
+                                   **kwargs)
         res.settings.update(family=spec.family, hub_id=spec.hub_id, note=spec.note)
-        print(f"{spec.name} on {name}: {len(res)} samples, accuracy {res.accuracy:.1%}")
+        print(f"{spec.name} on {name}: {len(res)} samples, accuracy {res.accuracy:.1%}, rows={rows!r}")
         out.append(res)
     return out
 
@@ -183,7 +198,7 @@ def load_saved(folder: str | Path) -> list[Results]:
 def collect(models: Sequence[str | None], datasets: Sequence[str], n_samples: int,
             results_dir: str | Path | None = None, batch_size: int = 8, device: str | None = None,
             data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
-            **kwargs: Any) -> list[Results]:
+            rows: str | None = None, **kwargs: Any) -> list[Results]:
     """One :class:`Results` per (model, dataset): read from ``results_dir`` when given, else computed.
 
     Computed: each model is loaded in turn (:func:`iter_models`) and run on ``n_samples`` samples of
@@ -194,7 +209,7 @@ def collect(models: Sequence[str | None], datasets: Sequence[str], n_samples: in
         return load_saved(results_dir)
     out: list[Results] = []
     for model, processor in iter_models(models, device):
-        out += compute(model, processor, datasets, n_samples, batch_size, data_files, image_folder, **kwargs)
+        out += compute(model, processor, datasets, n_samples, batch_size, data_files, image_folder, rows, **kwargs)
     return out
 
 

@@ -239,3 +239,15 @@ def test_load_samples_from_a_local_benchmark_file(tmp_path):
     assert [s.id for s in samples] == ["1", "2"] and samples[0].answer == "yes"
     with pytest.raises(data.EmptySplitError, match="offset"):
         runs.load_samples("pope", 2, offset=5, data_files={"pope": path}, image_folder=tmp_path)
+
+
+def test_rows_for_picks_the_answer_row_for_registry_models_only():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from helpers.models import REGISTRY
+
+    real = SimpleNamespace(vh_spec=REGISTRY["llava-v1.5-7b"])
+    toy = SimpleNamespace(vh_spec=replace(REGISTRY["llava-v1.5-7b"], name="toy-a1"))
+    assert runs.rows_for(real) == "answer" and runs.rows_for(toy) == "prompt_end"
+    assert runs.rows_for(toy, "answer") == "answer"
