@@ -495,7 +495,7 @@ def model_layer_profiles(results_list: Sequence, scores: dict | Sequence[str] = 
     for ax, (label, name) in zip(axes[0], labels.items(), strict=True):
         profiles = {(f"{r.model_name} · {r.dataset}" if multi else r.model_name): np.nanmean(r.per_head(name), axis=1)
                     for r in results_list if name in r.scores}
-        layer_profiles(profiles, f"mean {label} over heads", title=label, ax=ax)
+        layer_profiles(profiles, "mean over heads", title=label, ax=ax)
     _stamp(fig, title)
     fig.tight_layout()
     return fig
