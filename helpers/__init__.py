@@ -10,6 +10,9 @@ Modules, one job each:
     extract   run a model over samples in memory: per-sample, per-head scores and correctness
     data      benchmark loaders, the paper's prompts, answer scoring
     plots     figures saved as PNG and PDF
+    runs      which models and samples a figure notebook runs; results computed or read from sweeps
+    agreement per-head map agreement across models (Figure 4) and data sets (Figure 5)
+    ablation  head masking: head sets, accuracy curves and tables (our Figures 6-8, Tables 1-3)
     notebooks execute the numbered notebooks; check that committed ones carry no outputs
     widgets   the interactive head explorer (ipywidgets): pick heads, see their attention, mask them
 """

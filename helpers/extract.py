@@ -156,17 +156,3 @@ def panels(dataset: str, n: int, seed: int = 0, split_by: str | None = "question
         raise ValueError(f"{dataset}: no samples with prompt_kind={prompt_kind!r}")
     rng = random.Random(seed)
     return {k: [v[i] for i in sorted(rng.sample(range(len(v)), min(n, len(v))))] for k, v in groups.items()}
-
-
-def default_models(device: str | None = None) -> list[Any]:
-    """The models a figure notebook runs when its ``MODELS`` parameter is None.
-
-    On CUDA ``[None]`` (``helpers.models.load_default`` then picks the GPU default); on CPU every
-    trained toy model folder ``data/toy-*`` (sorted), or ``[None]`` (the embedded default) if none.
-    """
-    from .env import DATA_DIR, default_device
-
-    if (device or default_device()).startswith("cuda"):
-        return [None]
-    toys = sorted(str(p) for p in DATA_DIR.glob("toy-*") if (p / "config.json").is_file())
-    return toys or [None]

@@ -409,15 +409,23 @@ def memory_footprint_gib(model: Any) -> float:
 GPU_DEFAULT = "llava-v1.5-7b"
 
 
+def toy_models(folder: Path | None = None) -> list[str]:
+    """The trained toy model folders ``toy-*`` in ``folder`` (default ``data/``) holding a ``config.json``, sorted."""
+    from .env import DATA_DIR
+
+    folder = DATA_DIR if folder is None else Path(folder)
+    return [str(p) for p in sorted(folder.glob("toy-*")) if (p / "config.json").is_file()]
+
+
 def embedded_default() -> Path:
     """Folder of the CPU default model: the first trained toy model in ``data/`` when present,
     else a tiny random-weight LLaVA-1.5 built offline into ``build/offline/`` (a stand-in whose
     figures show code paths, not findings; notebooks say which one ran)."""
-    from .env import DATA_DIR, REPO_ROOT
+    from .env import REPO_ROOT
 
-    toys = sorted(p for p in DATA_DIR.glob("toy-*") if (p / "config.json").is_file())
+    toys = toy_models()
     if toys:
-        return toys[0]
+        return Path(toys[0])
     folder = REPO_ROOT / "build" / "offline" / "llava-v1.5-7b-tiny-random"
     if not (folder / "config.json").is_file():
         from .offline import save

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
 from .env import figure_dir
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from PIL import Image
 
@@ -89,8 +91,8 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
     scatter = None
     for r in results:
         ax = axes[models.index(r.model_name), datasets.index(r.dataset)]
-        w = r.per_head("weight", only_correct).flatten().numpy()
-        c = r.per_head("concentration", only_correct).flatten().numpy()
+        w = r.per_head("weight", only_correct).flatten()
+        c = r.per_head("concentration", only_correct).flatten()
         layers, heads = r.shape
         layer = [lyr for lyr in range(layers) for _ in range(heads)]
         scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))
@@ -116,7 +118,6 @@ def patch_map(values: torch.Tensor, footprints: torch.Tensor, image_size: tuple[
     patch fills the pixels its footprint covers (nearest upsampling of the patch grid onto the image).
     NaN footprints (newline / CLS tokens) are skipped.
     """
-    import numpy as np
 
     h, w = image_size
     out = np.full((h, w), np.nan, dtype=np.float32)
@@ -176,13 +177,9 @@ def head_attention_on_image(image: Image.Image, rows: torch.Tensor, heads: list[
     return fig
 
 
-# =============================================================================================
+# ======================================================================================
 # Head explorer rendering (pure: arrays and figures in, figures / PNG bytes out; no widgets, no
-# model). helpers.widgets wires these to controls. Imports kept with the section to ease merges.
-
-from collections.abc import Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
+# model). helpers.widgets wires these to controls.
 
 
 def head_attention_figure(image: np.ndarray, heat: np.ndarray, boxes: Sequence[Sequence[float]] = (),
@@ -263,3 +260,327 @@ def figure_png(fig: matplotlib.figure.Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches=None)
     return buffer.getvalue()
+
+# ---------------------------------------------------------------------------------------------
+# Figures 3-8 (notebooks 05-08)
+
+
+def _stamp(fig: matplotlib.figure.Figure, title: str | None) -> None:
+    if title:
+        fig.suptitle(title, fontsize=10)
+
+
+def _integer_ticks(ax: matplotlib.axes.Axes, nbins: int = 6) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True))
+
+
+def _annotate(ax: matplotlib.axes.Axes, values: object, limit: float = 1.0, fontsize: float = 7) -> None:
+    """Write each finite cell value of a heatmap, white on dark cells."""
+
+    for (i, j), v in np.ndenumerate(np.asarray(values, dtype=float)):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
+                    color="white" if abs(v) > 0.6 * limit else "black")
+
+
+def layer_head_maps(maps: dict, title: str | None = None, cmap: str = "viridis", diverging: bool = False
+                    ) -> matplotlib.figure.Figure:
+    """Figure 3: layer x head heatmaps, one column per condition and one row per score.
+
+    ``maps``: condition -> {score label -> ``[layers, heads]`` array}, e.g.
+    ``{"visual": {"image attention": w_visual, "region attention": r_visual}, "plain": {...}}``.
+    Each row (score) shares one colour scale and one colour bar, so conditions compare by eye;
+    ``diverging``: a zero-centred red-blue scale for difference maps. Layer 0 is the top row of each map.
+    """
+    import matplotlib.pyplot as plt
+
+    cols = list(maps)
+    rows = list(dict.fromkeys(label for c in cols for label in maps[c]))
+    if not rows or not cols:
+        raise ValueError("no maps to draw")
+    first = np.asarray(maps[cols[0]][rows[0]])
+    height = 2.6 * min(max(first.shape[0] / max(first.shape[1], 1), 0.6), 1.6)
+    fig, axes = plt.subplots(len(rows), len(cols), squeeze=False, layout="constrained",
+                             figsize=(2.7 * len(cols) + 1.0, height * len(rows) + 0.5))
+    for i, label in enumerate(rows):
+        vals = np.concatenate([np.ravel(maps[c][label]) for c in cols if label in maps[c]]).astype(float)
+        vals = vals[np.isfinite(vals)]
+        lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
+        if diverging:
+            lo, hi = -(max(abs(lo), abs(hi)) or 1.0), max(abs(lo), abs(hi)) or 1.0
+        im = None
+        for j, cond in enumerate(cols):
+            ax = axes[i, j]
+            if label not in maps[cond]:
+                ax.axis("off")
+                ax.text(0.5, 0.5, "not computed", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                continue
+            im = ax.imshow(np.asarray(maps[cond][label], dtype=float), aspect="auto", interpolation="nearest",
+                           cmap="RdBu_r" if diverging else cmap, vmin=lo, vmax=hi)
+            ax.set_title(cond, fontsize=9)
+            _integer_ticks(ax)
+            ax.tick_params(labelsize=7, labelleft=j == 0, labelbottom=i == len(rows) - 1)
+            if i == len(rows) - 1:
+                ax.set_xlabel("head", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{label}\nlayer", fontsize=8)
+        if im is not None:
+            fig.colorbar(im, ax=list(axes[i]), shrink=0.9, pad=0.01)
+    _stamp(fig, title)
+    return fig
+
+
+def layer_profiles(profiles: dict, ylabel: str, title: str | None = None, styles: dict | None = None,
+                   ax: matplotlib.axes.Axes | None = None) -> matplotlib.figure.Figure:
+    """Per-layer curves on relative depth: ``profiles`` label -> ``[layers]`` (layer ``l`` of ``L`` at ``(l+0.5)/L``).
+
+    Models of different depth share one axis. ``styles``: label -> matplotlib line keyword arguments.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    else:
+        fig = ax.figure
+    for label, prof in profiles.items():
+        prof = np.asarray(prof, dtype=float)
+        depth = (np.arange(len(prof)) + 0.5) / len(prof)
+        ax.plot(depth, prof, marker="o", ms=3, label=label, **(styles or {}).get(label, {}))
+    ax.set_xlabel("relative depth (layer + 0.5) / layers")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def agreement_matrices(matrices: dict, families: dict | None = None, title: str | None = None,
+                       vmin: float = -1.0, vmax: float = 1.0) -> matplotlib.figure.Figure:
+    """Figure 4: model x model agreement heatmaps, one panel per ``matrices`` entry (label -> square DataFrame).
+
+    Cells are annotated with their value (the diagonal holds what the matrices hold there, e.g. split-half
+    agreement); ``families`` (name -> family) adds the family to the tick labels
+    and draws lines between families (models are expected grouped by family).
+    """
+    import matplotlib.pyplot as plt
+
+    n = max(len(m) for m in matrices.values())
+    side = min(max(2.6, 0.55 * n + 1.2), 7.0)
+    fig, axes = plt.subplots(1, len(matrices), squeeze=False, layout="constrained",
+                             figsize=(side * len(matrices) + 2.5, side + 1.6))
+    im = None
+    for i, (ax, (label, mat)) in enumerate(zip(axes[0], matrices.items(), strict=True)):
+        names = list(mat.index)
+        values = mat.to_numpy(dtype=float)
+        im = ax.imshow(values, cmap="RdBu_r", vmin=vmin, vmax=vmax)
+        ticks = [f"{n}\n({families[n]})" if families and n in families else n for n in names]
+        ax.set_xticks(range(len(names)), ticks, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), ticks if i == 0 else [""] * len(names), fontsize=7)
+        _annotate(ax, values, max(abs(vmin), abs(vmax)))
+        if families:
+            fam = [families.get(n, n) for n in names]
+            for i in range(1, len(fam)):
+                if fam[i] != fam[i - 1]:
+                    ax.axhline(i - 0.5, color="k", lw=1)
+                    ax.axvline(i - 0.5, color="k", lw=1)
+        ax.set_title(label, fontsize=9)
+    _stamp(fig, title)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+    return fig
+
+
+def dataset_consistency(results_by_model: dict, score: str = "weight", title: str | None = None
+                        ) -> matplotlib.figure.Figure:
+    """Figure 5: how one score per head changes across data sets, one row per model.
+
+    ``results_by_model``: model name -> list of :class:`helpers.results.Results` (one per data set).
+    Columns: the layer profile (mean over heads) of the score on each data set; the data set x data set
+    Pearson correlation of the per-head maps (:func:`helpers.agreement.across_datasets`; on the diagonal
+    the split-half correlation within the data set, the ceiling set by sampling noise); the coefficient
+    of variation of each head across data sets (:func:`helpers.agreement.head_variation`).
+    """
+    import matplotlib.pyplot as plt
+
+    from . import agreement
+
+    models = list(results_by_model)
+    fig, axes = plt.subplots(len(models), 3, squeeze=False, figsize=(13.5, 3.4 * len(models) + 0.5),
+                             gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    for row, name in zip(axes, models, strict=True):
+        res_list = results_by_model[name]
+        for r in res_list:
+            prof = np.nanmean(r.per_head(score), axis=1)
+            row[0].plot(np.arange(len(prof)), prof, marker="o", ms=3, label=f"{r.dataset} (acc {r.accuracy:.0%})")
+        row[0].set_xlabel("layer")
+        _integer_ticks(row[0])
+        row[0].set_ylabel(f"mean {score} over heads")
+        row[0].set_title(name, fontsize=9)
+        row[0].grid(alpha=0.3)
+        row[0].legend(fontsize=6.5)
+        pair_rows, _ = agreement.across_datasets(res_list, score)
+        labels = [r.dataset for r in res_list]
+        halves = {r.dataset: agreement.split_half(r, score, only_correct=False)["pearson"] for r in res_list
+                  if len(r) >= 4}
+        mat = agreement.matrix(pair_rows, "pearson", labels, diagonal=halves).to_numpy(dtype=float)
+        im = row[1].imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
+        row[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=6.5)
+        row[1].set_yticks(range(len(labels)), labels, fontsize=6.5)
+        _annotate(row[1], mat, fontsize=6.5)
+        row[1].set_title(f"{name}: Pearson r of per-head {score}\n(diagonal: split-half r within a data set)",
+                         fontsize=8.5)
+        fig.colorbar(im, ax=row[1], shrink=0.8)
+        cv = agreement.head_variation(res_list, score)
+        im = row[2].imshow(cv, aspect="auto", interpolation="nearest", cmap="magma")
+        row[2].set_title(f"{name}: variation across data sets (std/mean)", fontsize=9)
+        row[2].set_xlabel("head")
+        row[2].set_ylabel("layer")
+        _integer_ticks(row[2])
+        fig.colorbar(im, ax=row[2], shrink=0.8)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+CONDITION_STYLE = {
+    "top": {"color": "tab:red", "marker": "o", "label": "top visual heads"},
+    "random": {"color": "tab:gray", "marker": "s", "label": "random heads, same stages"},
+    "early": {"color": "tab:blue", "marker": "^", "label": "early-stage heads"},
+    "middle": {"color": "tab:green", "marker": "v", "label": "middle-stage heads"},
+    "late": {"color": "tab:purple", "marker": "D", "label": "late-stage heads"},
+}
+
+
+def masking_curves(curve: pd.DataFrame, chance: float | None = None, title: str | None = None,
+                   conditions: Sequence[str] | None = None) -> matplotlib.figure.Figure:
+    """Our Figure 6: accuracy vs number of masked heads, one panel per model, one line per condition.
+
+    ``curve``: :func:`helpers.ablation.curve_table` rows (``model``, ``condition``, ``k``, ``n_masked``,
+    ``accuracy``). The x axis is the number of heads actually masked. ``chance``: a dashed line.
+    """
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(curve["model"]))
+    conditions = list(conditions or dict.fromkeys(curve["condition"]))
+    fig, axes = plt.subplots(1, len(models), squeeze=False, figsize=(3.8 * len(models) + 0.4, 3.4), sharey=True)
+    for ax, name in zip(axes[0], models, strict=True):
+        part = curve[curve["model"] == name]
+        for cond in conditions:
+            sel = part[part["condition"] == cond].sort_values("k")
+            if sel.empty:
+                continue
+            style = CONDITION_STYLE.get(cond, {"label": cond})
+            ax.plot(sel["n_masked"], sel["accuracy"], ms=4, **style)
+        if chance is not None:
+            ax.axhline(chance, ls="--", color="k", lw=0.8, label="chance")
+        total = int(part["total_heads"].iloc[0]) if "total_heads" in part else None
+        ax.set_title(name + (f" ({total} heads)" if total else ""), fontsize=9)
+        ax.set_xlabel("heads masked")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 0].legend(fontsize=7)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def stage_distribution(table: pd.DataFrame, title: str | None = None) -> matplotlib.figure.Figure:
+    """Our Figure 7: share of each model's top visual heads per stage (bars) vs the stage's share of all heads (ticks).
+
+    ``table``: :func:`helpers.ablation.stage_distribution_table` rows (``model``, ``stage``, ``top``, ``all``, ``k``).
+    """
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(table["model"]))
+    stages = list(dict.fromkeys(table["stage"]))
+    colors = {"early": "tab:blue", "middle": "tab:green", "late": "tab:purple"}
+    width = 0.8 / len(stages)
+    fig, ax = plt.subplots(figsize=(1.6 * len(models) + 2.5, 3.4))
+    x = np.arange(len(models))
+    for i, stage in enumerate(stages):
+        sel = table[table["stage"] == stage].set_index("model").reindex(models)
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, sel["top"], width, color=colors.get(stage), label=f"{stage}: share of top heads")
+        ax.scatter(pos, sel["all"], marker="_", s=300, color="k", zorder=3,
+                   label="share of all heads (random placement)" if i == 0 else None)
+    ks = table.groupby("model", sort=False)["k"].first().reindex(models)
+    ax.set_xticks(x, [f"{m}\n(top {k})" for m, k in ks.items()], fontsize=7.5)
+    ax.set_ylabel("share of heads")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper right")
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def concentration_accuracy(binned: pd.DataFrame, grouped: pd.DataFrame, title: str | None = None
+                           ) -> matplotlib.figure.Figure:
+    """Our Figure 8: accuracy vs concentration of the top visual heads.
+
+    Left: samples binned by that concentration (:func:`helpers.ablation.concentration_accuracy`, ``binned``),
+    one line per model. Right: one point per model and question kind x prompt kind (``grouped``), marker by
+    prompt kind.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    models = list(dict.fromkeys(binned["model"]))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    for m in models:
+        sel = binned[binned["model"] == m]
+        left.plot(sel["concentration"], sel["accuracy"], marker="o", color=colors[m], label=m)
+    left.set_xlabel("mean concentration of top visual heads (sample bin)")
+    left.set_ylabel("accuracy")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    markers = {"visual": "o", "plain": "s"}
+    for row in grouped.itertuples():
+        right.scatter(row.concentration, row.accuracy, color=colors.get(row.model, "k"),
+                      marker=markers.get(getattr(row, "prompt_kind", ""), "^"), s=30)
+        right.annotate(str(getattr(row, "question_kind", ""))[:3], (row.concentration, row.accuracy), fontsize=6.5,
+                       xytext=(3, 2), textcoords="offset points")
+    for kind, marker in markers.items():
+        right.scatter([], [], color="gray", marker=marker, label=f"{kind} prompt")
+    right.set_xlabel("mean concentration of top visual heads (group)")
+    right.set_ylabel("accuracy")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def model_layer_profiles(results_list: Sequence, scores: dict | Sequence[str] = ("weight", "region_weight"),
+                         title: str | None = None) -> matplotlib.figure.Figure:
+    """Per-layer mean of each score for every result (one line per model and data set), one panel per score.
+
+    Layers are placed on relative depth (:func:`layer_profiles`), so 32- and 40-layer models share an axis:
+    the LLaVA-1.5 vs 1.6 comparison of Figure 3.
+    """
+    import matplotlib.pyplot as plt
+
+    labels = dict(scores) if isinstance(scores, dict) else {s: s for s in scores}
+    fig, axes = plt.subplots(1, len(labels), squeeze=False, figsize=(5.2 * len(labels), 3.6))
+    multi = len({r.dataset for r in results_list}) > 1
+    for ax, (label, name) in zip(axes[0], labels.items(), strict=True):
+        profiles = {(f"{r.model_name} · {r.dataset}" if multi else r.model_name): np.nanmean(r.per_head(name), axis=1)
+                    for r in results_list if name in r.scores}
+        layer_profiles(profiles, "mean over heads", title=label, ax=ax)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
+def figure_name(*parts: object) -> str:
+    """A file-name-safe figure name from parts (model names, data sets): ``fig3_toy-a1_shapes``."""
+    import re
+
+    text = "_".join(str(p) for p in parts if p not in (None, ""))
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "figure"

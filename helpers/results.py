@@ -83,14 +83,17 @@ class Results:
         """Boolean ``[samples]``: correctly answered (unknown counts as not correct)."""
         return self.table["correct"].fillna(False).to_numpy(dtype=bool)
 
-    def per_head(self, name: str, only_correct: bool = False) -> torch.Tensor:
-        """Mean over samples of score ``name``, NaN skipped: float32 ``[layers, heads]`` (NaN where no sample counts)."""
+    def per_head(self, name: str, only_correct: bool = False) -> np.ndarray:
+        """Mean over samples of score ``name``, NaN skipped: float32 ``[layers, heads]`` (NaN where no sample counts).
+
+        A NumPy array; ``torch.from_numpy`` turns it into what :mod:`helpers.metrics` takes.
+        """
         values = self.scores[name][self.correct_mask()] if only_correct else self.scores[name]
         if not len(values):
-            return torch.full(self.shape, float("nan"))
-        return torch.from_numpy(values).float().nanmean(0)
+            return np.full(self.shape, np.nan, dtype=np.float32)
+        return torch.from_numpy(values).float().nanmean(0).numpy()
 
-    def detection_score(self) -> torch.Tensor:
+    def detection_score(self) -> np.ndarray:
         """The detection score ``[layers, heads]``: mean ``region_hits`` over correctly answered samples."""
         return self.per_head("region_hits", only_correct=True)
 

@@ -223,7 +223,7 @@ def score_map(results: Results, name: str) -> np.ndarray:
     if name not in SCORE_CHOICES:
         raise ValueError(f"score must be one of {tuple(SCORE_CHOICES)}, got {name!r}")
     scores = results.detection_score() if name == "detection" else results.per_head(name)
-    return np.asarray(scores, dtype=np.float32)  # per_head gives numpy or (newer Results) a CPU torch tensor
+    return np.asarray(scores, dtype=np.float32)
 
 
 def default_score(results: Results) -> str:

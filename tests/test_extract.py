@@ -25,7 +25,7 @@ def test_run_scores_every_head_and_feeds_figure_1(tmp_path):
     assert res.table["index"].tolist() == [0, 1, 2] and res.table["n_image_tokens"].tolist() == [576] * 3
     assert len(res.table["prediction"]) == n and res.table["correct"].dtype == bool and 0 <= res.accuracy <= 1
     assert res.per_head("weight").shape == (layers, heads)
-    torch.testing.assert_close(res.per_head("weight"), metrics.aggregate(torch.from_numpy(w)).mean)
+    torch.testing.assert_close(torch.from_numpy(res.per_head("weight")), metrics.aggregate(torch.from_numpy(w)).mean)
     assert res.model_name.startswith("llava-v1.5-7b") and res.dataset == "shapes general"
     fig = plots.attention_vs_concentration([res])
     paths = plots.save_figure(fig, "fig1", tmp_path)

@@ -1,0 +1,408 @@
+"""Head-masking experiments: which heads to mask, accuracy under masking, and the tables built from it.
+
+Our reconstruction of the paper's Figures 6-8 and Tables 1-3 (not available to us; see paper-notes.md):
+
+    scores, source = ablation.visual_head_scores(res)            # [layers, heads] detection score
+    ks = ablation.k_grid(layers * heads)                          # 0..100 on real models, fractions on toys
+    per_sample = ablation.masking_curve(model, processor, held_out, scores, ks, seed=0)
+    ablation.curve_table(per_sample)                              # accuracy per (model, condition, k)
+
+Head sets for ``k`` heads (:func:`head_sets`), each a list of ``(layer, head)``:
+
+- ``"top"``: the ``k`` heads with the highest visual-head score (the detection score by default);
+- ``"random"``: as many heads *per stage* as ``"top"`` has there, drawn uniformly from that stage's
+  other heads with a fixed seed (the released code's random control: same stages, fixed seed);
+- ``"early"`` / ``"middle"`` / ``"late"``: ``k`` heads of that stage (capped at the stage's size),
+  either its ``k`` best by score (``stage_order="score"``, default) or drawn at random
+  (``stage_order="random"``).
+
+Random draws use ``numpy.random.default_rng(seed + k)``: reproducible, and drawn afresh at each ``k``
+(the sets at successive ``k`` are not nested). Which of the two the paper's "late-stage heads" are is not known to us.
+
+Masking uses :func:`helpers.capture.mask_heads` (``mode="uniform"`` by default: the masked head
+attends uniformly to the keys it may see, as in the released code but keeping the causal mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import capture, data, extract, metrics
+from .models import spec_of
+from .results import Results
+
+Head = tuple[int, int]
+CONDITIONS = ("top", "random", "late")
+STAGE_CONDITIONS = metrics.STAGES
+REAL_KS = (0, 10, 20, 30, 50, 100)
+TOY_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking and head sets
+
+
+def visual_head_scores(res: Results, min_correct: int = 8, score: str = "region_hits") -> tuple[np.ndarray, str]:
+    """The visual-head score ``[layers, heads]`` used to rank heads, and a note saying what it is.
+
+    The detection score (``score``, default ``region_hits``, averaged over correctly answered samples
+    with a box: :meth:`helpers.results.Results.detection_score`). When fewer than ``min_correct``
+    such samples exist (an untrained stand-in answers nothing right), it is averaged over all boxed
+    samples instead, and the note says so.
+    """
+    if score not in res.scores:
+        raise KeyError(f"results have no score {score!r}; scores: {sorted(res.scores)}")
+    boxed = ~np.isnan(res.scores[score]).all(axis=(1, 2))
+    if not boxed.any():
+        raise ValueError(f"{res.model_name} on {res.dataset}: no sample has a box, so no detection score; rank on a "
+                         "PointQA-style set (shapes, pointqa)")
+    n_correct = int((boxed & res.correct_mask()).sum())
+    if n_correct >= min_correct:
+        return res.per_head(score, only_correct=True), f"detection score ({score}) over {n_correct} correct samples"
+    return res.per_head(score), (f"detection score ({score}) over all {int(boxed.sum())} boxed samples: only "
+                                 f"{n_correct} correct (< {min_correct})")
+
+
+def k_grid(total_heads: int, ks: Sequence[int] = REAL_KS, fractions: Sequence[float] = TOY_FRACTIONS,
+           min_heads_for_absolute: int = 512) -> list[int]:
+    """How many heads to mask at each step: sorted distinct ints in ``[0, total_heads]``.
+
+    Models with at least ``min_heads_for_absolute`` heads (the paper's: 32x32 = 1024, 40x40 = 1600)
+    use the absolute ``ks`` (up to 100, as in the paper); smaller models (toys: 6x8 = 48) use
+    ``fractions`` of all their heads, rounded, so the curves cover a comparable share of the model.
+    """
+    if total_heads < 1:
+        raise ValueError(f"total_heads must be positive, got {total_heads}")
+    raw = ks if total_heads >= min_heads_for_absolute else [round(f * total_heads) for f in fractions]
+    bad = [k for k in raw if k < 0]
+    if bad:
+        raise ValueError(f"negative head counts {bad}")
+    return sorted({min(int(k), total_heads) for k in raw})
+
+
+def stage_heads(n_layers: int, n_heads: int, stage: str) -> list[Head]:
+    """Every ``(layer, head)`` of ``stage`` (early / middle / late, :func:`helpers.metrics.stage_of`)."""
+    if stage not in metrics.STAGES:
+        raise ValueError(f"stage must be one of {metrics.STAGES}, got {stage!r}")
+    return [(lyr, h) for lyr in range(n_layers) if metrics.stage_of(lyr, n_layers) == stage for h in range(n_heads)]
+
+
+def random_same_stage(reference: Sequence[Head], n_layers: int, n_heads: int, seed: int = 0) -> list[Head]:
+    """Random heads with the same count per stage as ``reference``; ``reference``'s own heads avoided.
+
+    For each stage holding ``c`` heads of ``reference``, ``c`` heads are drawn without replacement
+    from that stage's heads not in ``reference`` (``numpy.random.default_rng(seed)``); when the stage
+    has fewer than ``c`` such heads, all of them are taken and the rest are drawn from ``reference``'s
+    heads in that stage. Returns a sorted list.
+    """
+    rng = np.random.default_rng(seed)
+    ref = set(reference)
+    out: list[Head] = []
+    for stage in metrics.STAGES:
+        heads = stage_heads(n_layers, n_heads, stage)
+        want = sum(1 for h in heads if h in ref)
+        others = [h for h in heads if h not in ref]
+        if want <= len(others):
+            picked = [others[i] for i in rng.choice(len(others), want, replace=False)]
+        else:
+            own = [h for h in heads if h in ref]
+            picked = others + [own[i] for i in rng.choice(len(own), want - len(others), replace=False)]
+        out += picked
+    return sorted(out)
+
+
+def stage_subset(scores: np.ndarray, stage: str, k: int, order: str = "score", seed: int = 0) -> list[Head]:
+    """``k`` heads of one stage (capped at its size): its best by ``scores`` or drawn at random (``order``)."""
+    n_layers, n_heads = scores.shape
+    heads = stage_heads(n_layers, n_heads, stage)
+    k = min(k, len(heads))
+    if order == "score":
+        masked = np.full(scores.shape, np.nan)
+        for lyr, h in heads:
+            masked[lyr, h] = -np.finfo(np.float64).max if np.isnan(scores[lyr, h]) else scores[lyr, h]
+        return sorted(metrics.top_heads(torch.from_numpy(masked), k))
+    if order == "random":
+        rng = np.random.default_rng(seed)
+        return sorted(heads[i] for i in rng.choice(len(heads), k, replace=False))
+    raise ValueError(f"order must be 'score' or 'random', got {order!r}")
+
+
+def head_sets(scores: np.ndarray, k: int, conditions: Sequence[str] = CONDITIONS, seed: int = 0,
+              stage_order: str = "score") -> dict[str, list[Head]]:
+    """The heads each condition masks at ``k`` (see the module docstring); ``scores`` is ``[layers, heads]``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be [layers, heads], got shape {scores.shape}")
+    n_layers, n_heads = scores.shape
+    top = sorted(metrics.top_heads(torch.from_numpy(scores), k)) if k else []
+    out: dict[str, list[Head]] = {}
+    for cond in conditions:
+        if cond == "top":
+            out[cond] = top
+        elif cond == "random":
+            out[cond] = random_same_stage(top, n_layers, n_heads, seed=seed + k)
+        elif cond in metrics.STAGES:
+            out[cond] = stage_subset(scores, cond, k, stage_order, seed=seed + k)
+        else:
+            raise ValueError(f"unknown condition {cond!r}; known: top, random, {', '.join(metrics.STAGES)}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Masked accuracy
+
+
+def masked_predictions(model: Any, processor: Any, samples: Sequence[data.Sample], heads: Sequence[Head],
+                       mode: str = "uniform", batch_size: int = 16, max_new_tokens: int = 3) -> pd.DataFrame:
+    """Greedy answers with ``heads`` masked (:func:`helpers.capture.mask_heads`), scored per sample.
+
+    Returns one row per sample: ``sample_id``, ``question_kind``, ``prompt_kind``, ``prediction``,
+    ``correct`` (:func:`helpers.data.is_correct`).
+    """
+    rows = []
+    samples = list(samples)
+    with torch.no_grad(), capture.mask_heads(model, heads, mode=mode):
+        for start in range(0, len(samples), batch_size):
+            batch = samples[start:start + batch_size]
+            inputs, _ = extract.batch_inputs(model, processor, batch)
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            answers = processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            for s, a in zip(batch, answers, strict=True):
+                rows.append({"sample_id": s.id, "question_kind": s.question_kind or "", "prompt_kind": s.prompt_kind,
+                             "prediction": a.strip(), "correct": data.is_correct(s, a.strip())})
+    return pd.DataFrame(rows)
+
+
+def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], scores: np.ndarray,
+                  ks: Sequence[int], conditions: Sequence[str] = CONDITIONS, seed: int = 0, mode: str = "uniform",
+                  stage_order: str = "score", batch_size: int = 16, max_new_tokens: int = 3) -> pd.DataFrame:
+    """Accuracy on ``samples`` as ``k`` heads are masked under each condition: one row per (condition, k, sample).
+
+    ``k = 0`` (nothing masked) is run once and shared by every condition, so all curves start at the
+    unmasked accuracy. Columns: ``model``, ``condition``, ``k`` (asked), ``n_masked`` (masked, after
+    capping stage conditions at the stage size), ``early`` / ``middle`` / ``late`` (masked heads per
+    stage), ``heads`` (the pairs, as text), and the columns of :func:`masked_predictions`.
+    """
+    name = spec_of(model).name
+    n_layers = scores.shape[0]
+    parts = []
+    cache: dict[tuple[Head, ...], pd.DataFrame] = {}
+    for k in sorted(set(ks)):
+        for cond, heads in head_sets(scores, k, conditions, seed, stage_order).items():
+            key = tuple(heads)
+            if key not in cache:
+                cache[key] = masked_predictions(model, processor, samples, heads, mode, batch_size, max_new_tokens)
+            part = cache[key].copy()
+            stages = metrics.stage_distribution(heads, n_layers, normalize=False)
+            part.insert(0, "model", name)
+            part.insert(1, "condition", cond)
+            part.insert(2, "k", k)
+            part.insert(3, "n_masked", len(heads))
+            for stage, count in stages.items():
+                part[stage] = int(count)
+            part["heads"] = " ".join(f"{lyr}.{h}" for lyr, h in heads)
+            parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def curve_table(per_sample: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per (model, condition, k) from :func:`masking_curve` rows, with sample and head counts
+    (and ``total_heads`` when the rows carry it, as :func:`run_models` rows do)."""
+    group = per_sample.groupby(["model", "condition", "k"], sort=False)
+    extra = {"total_heads": ("total_heads", "first")} if "total_heads" in per_sample else {}
+    table = group.agg(n_masked=("n_masked", "first"), early=("early", "first"), middle=("middle", "first"),
+                      late=("late", "first"), accuracy=("correct", "mean"), samples=("correct", "size"), **extra)
+    return table.reset_index()
+
+
+def stage_table(per_sample: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 (ours): accuracy by stage condition (rows: model, condition) and k (columns)."""
+    table = curve_table(per_sample)
+    table = table[table["condition"].isin(metrics.STAGES + ("top", "random"))]
+    return table.pivot_table(index=["model", "condition"], columns="k", values="accuracy", sort=False)
+
+
+def kind_table(per_sample: pd.DataFrame, k: int | str = "max", condition: str = "top") -> pd.DataFrame:
+    """Table 3 (ours): accuracy per question kind x prompt kind, unmasked and with ``k`` heads masked.
+
+    ``k="max"``: each model's largest ``k``. Rows: (model, question kind); columns: (setting, prompt
+    kind) with setting ``"unmasked"`` and ``"{condition} k={k}"`` (``"{condition} k=max"`` for ``"max"``).
+    """
+    base = per_sample[per_sample["k"] == 0].drop_duplicates(["model", "sample_id"]).assign(setting="unmasked")
+    masked = per_sample[per_sample["condition"] == condition]
+    if k == "max":
+        masked = masked[masked["k"] == masked.groupby("model")["k"].transform("max")]
+    else:
+        masked = masked[masked["k"] == k]
+    if masked.empty:
+        raise ValueError(f"no rows with condition={condition!r} and k={k}; available k: {sorted(per_sample['k'].unique())}")
+    both = pd.concat([base, masked.assign(setting=f"{condition} k={k}")])
+    return both.pivot_table(index=["model", "question_kind"], columns=["setting", "prompt_kind"], values="correct",
+                            aggfunc="mean", sort=False)
+
+
+def accuracy_table(results_list: Sequence[Results]) -> pd.DataFrame:
+    """Table 1 (ours): accuracy per model (rows) and dataset (columns), with the sample count."""
+    rows = [{"model": r.model_name, "dataset": r.dataset, "accuracy": r.accuracy, "samples": len(r)}
+            for r in results_list]
+    frame = pd.DataFrame(rows)
+    return frame.pivot_table(index="model", columns="dataset", values=["accuracy", "samples"], sort=False)
+
+
+def top_count(total_heads: int, k: int | float) -> int:
+    """``k`` heads: a count (``k >= 1``), or a fraction of ``total_heads`` (``k < 1``, at least 1)."""
+    if k <= 0:
+        raise ValueError(f"k must be positive (a count, or a fraction of all heads), got {k}")
+    return min(total_heads, max(1, round(k * total_heads)) if k < 1 else int(k))
+
+
+def stage_distribution_table(scores: dict[str, np.ndarray], k: int | float) -> pd.DataFrame:
+    """Share of each model's top visual heads in each stage, and the stage's share of all heads.
+
+    ``scores``: model name -> ``[layers, heads]``; ``k``: a head count, or a fraction of all heads when
+    below 1. One row per (model, stage): ``top`` (share of the top-k heads), ``all`` (share of all
+    heads, the expectation for heads placed at random), ``k``.
+    """
+    rows = []
+    for name, s in scores.items():
+        n_layers, n_heads = s.shape
+        kk = top_count(n_layers * n_heads, k)
+        top = metrics.top_heads(torch.from_numpy(np.asarray(s, dtype=np.float64)), kk)
+        dist = metrics.stage_distribution(top, n_layers)
+        for stage in metrics.STAGES:
+            share = len(stage_heads(n_layers, n_heads, stage)) / (n_layers * n_heads)
+            rows.append({"model": name, "stage": stage, "top": dist[stage], "all": share, "k": kk})
+    return pd.DataFrame(rows)
+
+
+def concentration_accuracy(res: Results, heads: Sequence[Head], bins: int = 4,
+                           by: Sequence[str] = ("question_kind", "prompt_kind")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Concentration of the given heads vs accuracy, per sample bin and per group (our Figure 8).
+
+    Per sample: the mean concentration (:func:`helpers.metrics.concentration`, NaN skipped) over
+    ``heads``. Returns ``(binned, grouped)``: ``binned`` has one row per quantile bin of that value
+    (``bins`` bins; fewer when values tie) with ``concentration`` (bin mean), ``accuracy``, ``samples``;
+    ``grouped`` one row per group of ``by`` columns with the same fields. Both carry ``model``.
+    """
+    if not heads:
+        raise ValueError("no heads given: pass e.g. the top visual heads")
+    layers, hs = zip(*heads, strict=True)
+    with np.errstate(invalid="ignore"):
+        values = np.nanmean(res.scores["concentration"][:, list(layers), list(hs)], axis=1)
+    frame = res.table[list(by)].copy() if by else pd.DataFrame(index=res.table.index)
+    frame["concentration"] = values
+    frame["correct"] = res.correct_mask()
+    frame = frame.dropna(subset=["concentration"])
+    frame["bin"] = pd.qcut(frame["concentration"].rank(method="first"), bins, labels=False) if len(frame) >= bins \
+        else 0
+    agg = {"concentration": ("concentration", "mean"), "accuracy": ("correct", "mean"), "samples": ("correct", "size")}
+    binned = frame.groupby("bin").agg(**agg).reset_index()
+    grouped = frame.groupby(list(by), sort=False).agg(**agg).reset_index() if by else binned.iloc[:0]
+    binned.insert(0, "model", res.model_name)
+    grouped.insert(0, "model", res.model_name)
+    return binned, grouped
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole experiment over several models
+
+
+def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sample],
+               eval_samples: Sequence[data.Sample], ks: Sequence[int] = REAL_KS,
+               fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
+               seed: int = 0, mode: str = "uniform", stage_order: str = "score", batch_size: int = 16,
+               max_new_tokens: int = 3, saved: Sequence[Results] = (), device: str | None = None,
+               min_correct: int = 8, dataset: str = "ranking", rows: str | None = None
+               ) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
+    """For each model in turn: rank heads on ``rank_samples``, mask on the held-out ``eval_samples``.
+
+    The ranking comes from ``saved`` results of the same model name when given (e.g. a GPU sweep read with
+    :func:`helpers.runs.load_saved`), else from :func:`helpers.extract.head_results` on ``rank_samples``.
+    ``k`` values: :func:`k_grid` of the model's head count. Returns ``(per_sample, rankings)``:
+    :func:`masking_curve` rows of all models, and name -> ``(ranking results, scores [layers, heads], note)``.
+    ``dataset`` labels the ranking results (tables); ``rows``: the attention row the ranking is computed
+    from (:func:`helpers.runs.rows_for`; ``None`` picks by model).
+    """
+    from .runs import iter_models, rows_for
+
+    saved_by_name = {r.model_name: r for r in saved}
+    parts, rankings = [], {}
+    for model, processor in iter_models(model_names, device):
+        spec = spec_of(model)
+        res = saved_by_name.get(spec.name)
+        if res is None:
+            res = extract.head_results(model, processor, rank_samples, batch_size=batch_size, dataset=dataset,
+                                       rows=rows_for(model, rows))
+        scores, note = visual_head_scores(res, min_correct)
+        total = scores.size  # the model's own head count (a spec may describe the full-size geometry)
+        grid = k_grid(total, ks, fractions)
+        print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples (rows="
+              f"{res.settings.get('rows')!r}); heads ranked by {note}; "
+              f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples")
+        part = masking_curve(model, processor, eval_samples, scores, grid, conditions, seed, mode, stage_order,
+                             batch_size, max_new_tokens)
+        part["total_heads"] = total
+        parts.append(part)
+        rankings[spec.name] = (res, scores, note)
+    return pd.concat(parts, ignore_index=True), rankings
+
+
+RANKING_FOLDER = "ranking"
+PER_SAMPLE_FILE = "masking_per_sample.parquet"
+
+
+def save(per_sample: pd.DataFrame, rankings: dict[str, tuple[Results, np.ndarray, str]], folder: Any) -> Any:
+    """Write a masking experiment (:func:`run_models` output) to ``folder``: the per-sample rows and each
+    model's ranking results (``ranking/{i}.parquet``, :func:`helpers.results.write`). Returns the folder."""
+    from pathlib import Path
+
+    from . import results
+
+    folder = Path(folder)
+    (folder / RANKING_FOLDER).mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{PER_SAMPLE_FILE}.tmp"
+    per_sample.to_parquet(tmp, index=False)
+    tmp.replace(folder / PER_SAMPLE_FILE)
+    for i, (res, _, _) in enumerate(rankings.values()):
+        results.write(res, folder / RANKING_FOLDER / f"{i:03d}.parquet")
+    return folder
+
+
+def load(folder: Any, min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
+    """Read what :func:`save` wrote: ``(per_sample, rankings)``, the scores re-derived from the ranking results."""
+    from pathlib import Path
+
+    from . import results
+
+    folder = Path(folder).expanduser()
+    path = folder / PER_SAMPLE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: point to a folder written by ablation.save (notebook 08 writes "
+                                "one under the figure folder)")
+    rankings = {}
+    for part in sorted((folder / RANKING_FOLDER).glob("*.parquet")):
+        res = results.read(part)
+        rankings[res.model_name] = (res, *visual_head_scores(res, min_correct))
+    return pd.read_parquet(path), rankings
+
+
+def concentration_tables(rankings: dict[str, tuple[Results, np.ndarray, str]], k: int | float = 0.1,
+                         bins: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`concentration_accuracy` for every model of :func:`run_models`' rankings, over its top-``k``
+    visual heads (:func:`top_count`); the binned and the grouped rows of all models, concatenated."""
+    binned, grouped = [], []
+    for res, scores, _ in rankings.values():
+        heads = metrics.top_heads(torch.from_numpy(np.asarray(scores, dtype=np.float64)), top_count(scores.size, k))
+        b, g = concentration_accuracy(res, heads, bins)
+        binned.append(b)
+        grouped.append(g)
+    return pd.concat(binned, ignore_index=True), pd.concat(grouped, ignore_index=True)

@@ -1,0 +1,211 @@
+"""How much per-head score maps agree: across models (Figure 4) and across data sets (Figure 5).
+
+    maps = {r.model_name: r.detection_score() for r in results}          # each [layers, heads]
+    pairs = agreement.pairs(maps, families, k=10)                           # one row per pair of maps
+    agreement.matrix(pairs, "pearson")                                      # square, for a heatmap
+
+Maps of equal shape are compared head by head (:func:`helpers.metrics.pearson`, ``spearman``,
+``topk_jaccard`` of the flattened ``[layers, heads]`` maps). Maps of different shape (a 32-layer and
+a 40-layer model) cannot be: they are compared by their per-layer profiles on normalised depth
+(:func:`helpers.metrics.profile_correlation`), and the ``basis`` column says which comparison a row is.
+The split-half reliability (:func:`split_half`) is the agreement a model has *with itself* on two
+disjoint halves of its samples: the ceiling that sampling noise puts on any agreement.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics
+from .results import Results
+
+METRICS = ("pearson", "spearman", "jaccard")
+
+
+def compare(a: np.ndarray, b: np.ndarray, k: int | float = 0.1, points: int = 20) -> dict[str, float | str]:
+    """Agreement of two ``[layers, heads]`` maps.
+
+    Equal shapes: ``pearson``, ``spearman`` (flattened maps, NaN pairs dropped) and ``jaccard`` of the
+    top-``k`` heads (``k`` below 1: a fraction of all heads), ``basis="heads"``. Different shapes: Pearson
+    and Spearman correlation of the depth profiles (mean over heads per layer, ``points`` depths),
+    ``jaccard`` NaN, ``basis="depth profile"``.
+    """
+    ta, tb = torch.as_tensor(np.asarray(a, dtype=np.float64)), torch.as_tensor(np.asarray(b, dtype=np.float64))
+    if ta.dim() != 2 or tb.dim() != 2:
+        raise ValueError(f"maps must be [layers, heads], got shapes {tuple(ta.shape)} and {tuple(tb.shape)}")
+    if ta.shape == tb.shape:
+        kk = max(1, round(k * ta.numel())) if k < 1 else int(k)
+        return {"pearson": metrics.pearson(ta, tb), "spearman": metrics.spearman(ta, tb),
+                "jaccard": metrics.topk_jaccard(ta, tb, kk), "basis": "heads"}
+    return {"pearson": metrics.profile_correlation(ta, tb, points),
+            "spearman": metrics.profile_correlation(ta, tb, points, method="spearman"),
+            "jaccard": float("nan"), "basis": "depth profile"}
+
+
+def pairs(maps: Mapping[str, np.ndarray], families: Mapping[str, str] | None = None, k: int | float = 0.1,
+          points: int = 20) -> pd.DataFrame:
+    """One row per unordered pair of maps: ``a``, ``b``, ``same_family``, :func:`compare`'s fields.
+
+    ``families``: name -> family (missing names count as their own family).
+    """
+    families = families or {}
+    rows = []
+    for a, b in itertools.combinations(maps, 2):
+        fa, fb = families.get(a, a), families.get(b, b)
+        rows.append({"a": a, "b": b, "family_a": fa, "family_b": fb, "same_family": fa == fb,
+                     **compare(maps[a], maps[b], k, points)})
+    return pd.DataFrame(rows, columns=["a", "b", "family_a", "family_b", "same_family", *METRICS, "basis"])
+
+
+def matrix(pair_rows: pd.DataFrame, metric: str = "pearson", names: Sequence[str] | None = None,
+           diagonal: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Square symmetric table of ``metric`` from :func:`pairs` rows; the diagonal is ``diagonal[name]``
+    (e.g. split-half reliability) or 1."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    names = list(names) if names is not None else list(dict.fromkeys([*pair_rows["a"], *pair_rows["b"]]))
+    out = pd.DataFrame(np.nan, index=names, columns=names)
+    for row in pair_rows.itertuples():
+        if row.a in out.index and row.b in out.index:
+            out.loc[row.a, row.b] = out.loc[row.b, row.a] = getattr(row, metric)
+    for name in names:
+        out.loc[name, name] = (diagonal or {}).get(name, 1.0)
+    return out
+
+
+def family_summary(pair_rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and count of each agreement metric within and across families."""
+    frame = pair_rows.assign(pair=np.where(pair_rows["same_family"], "within family", "across families"))
+    return frame.groupby("pair")[list(METRICS)].agg(["mean", "count"])
+
+
+def split_half(res: Results, score: str = "region_hits", only_correct: bool = True, seed: int = 0,
+               k: int | float = 0.1) -> dict[str, float | str]:
+    """Agreement of the per-head map of ``score`` computed on two random halves of the samples.
+
+    ``only_correct``: average over correctly answered samples only (as the detection score does), falling
+    back to all samples when fewer than 4 are correct. Returns :func:`compare`'s fields and ``samples``.
+    """
+    values = res.scores[score]
+    use = res.correct_mask() if only_correct and res.correct_mask().sum() >= 4 else np.ones(len(res), bool)
+    idx = np.flatnonzero(use)
+    if len(idx) < 2:
+        raise ValueError(f"{res.model_name} on {res.dataset}: need at least 2 samples for a split half, got {len(idx)}")
+    idx = np.random.default_rng(seed).permutation(idx)
+    with warnings.catch_warnings():  # all-NaN heads (never a correct boxed sample) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a = np.nanmean(values[idx[: len(idx) // 2]], axis=0)
+        b = np.nanmean(values[idx[len(idx) // 2:]], axis=0)
+    return {**compare(a, b, k), "samples": int(len(idx))}
+
+
+def across_datasets(results_list: Sequence[Results], score: str = "weight", k: int | float = 0.1
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How one model's per-head ``score`` changes from data set to data set (Figure 5).
+
+    ``results_list``: results of one model, one per data set (``res.dataset`` labels). Returns
+    ``(pair_rows, per_dataset)``: :func:`pairs` of the per-head mean maps across data sets, and one row per
+    data set with the mean ``score`` over all heads and samples (``mean``), its spread over heads
+    (``head_std``) and the accuracy.
+    """
+    names = [r.model_name for r in results_list]
+    if len(set(names)) > 1:
+        raise ValueError(f"across_datasets takes results of one model, got {sorted(set(names))}")
+    maps = {r.dataset: r.per_head(score) for r in results_list}
+    if len(maps) != len(results_list):
+        raise ValueError("two results share a data set label; give each a distinct res.settings['dataset']")
+    rows = [{"model": r.model_name, "dataset": r.dataset, "mean": float(np.nanmean(maps[r.dataset])),
+             "head_std": float(np.nanstd(maps[r.dataset])), "accuracy": r.accuracy, "samples": len(r)}
+            for r in results_list]
+    return pairs(maps, k=k), pd.DataFrame(rows)
+
+
+def head_variation(results_list: Sequence[Results], score: str = "weight") -> np.ndarray:
+    """Coefficient of variation across data sets of each head's mean ``score``: ``[layers, heads]``.
+
+    ``std / mean`` over the data sets' per-head means (population std); NaN where the mean is 0.
+    """
+    stack = np.stack([r.per_head(score) for r in results_list])
+    mean = stack.mean(0)
+    return np.where(mean > 0, stack.std(0) / np.where(mean > 0, mean, 1), np.nan)
+
+
+def score_maps(results_list: Sequence[Results], score: str = "detection", min_correct: int = 8
+               ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """One ``[layers, heads]`` map per result, keyed by model name (``"{model} · {dataset}"`` when a model repeats).
+
+    ``score="detection"``: the detection score (:func:`helpers.ablation.visual_head_scores`, with its
+    fallback to all boxed samples when fewer than ``min_correct`` are correct); any other name: the
+    per-head mean of that score over all samples. Returns ``(maps, notes)``, notes saying what each map is.
+    """
+    from .ablation import visual_head_scores
+
+    names = [r.model_name for r in results_list]
+    maps, notes = {}, {}
+    for r in results_list:
+        key = r.model_name if names.count(r.model_name) == 1 else f"{r.model_name} · {r.dataset}"
+        if score == "detection":
+            maps[key], notes[key] = visual_head_scores(r, min_correct)
+        else:
+            maps[key], notes[key] = r.per_head(score), f"mean {score} over {len(r)} samples"
+    return maps, notes
+
+
+def consistency_summary(results_by_model: Mapping[str, Sequence[Results]], score: str = "weight",
+                        seed: int = 0) -> pd.DataFrame:
+    """Per model: how consistent per-head ``score`` is across its data sets (Figure 5's numbers).
+
+    Columns: ``datasets``; ``r across datasets`` (mean Pearson r of the per-head maps over data-set pairs);
+    ``r split-half`` (mean over data sets of the split-half r within a data set: the noise ceiling);
+    ``variation`` (mean over heads of :func:`head_variation`); ``mean score`` per data set, min and max.
+    """
+    rows = []
+    for name, res_list in results_by_model.items():
+        pair_rows, per = across_datasets(res_list, score)
+        halves = [split_half(r, score, only_correct=False, seed=seed)["pearson"] for r in res_list if len(r) >= 4]
+        rows.append({"model": name, "datasets": len(res_list),
+                     "r across datasets": float(pair_rows["pearson"].mean()) if len(pair_rows) else float("nan"),
+                     "r split-half": float(np.nanmean(halves)) if halves else float("nan"),
+                     "variation": float(np.nanmean(head_variation(res_list, score))),
+                     "mean score min": float(per["mean"].min()), "mean score max": float(per["mean"].max())})
+    return pd.DataFrame(rows)
+
+
+def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("detection", "weight"),
+                   families: Mapping[str, str] | None = None, k: int | float = 0.1, min_correct: int = 8,
+                   seed: int = 0) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, str]]:
+    """Figure 4's numbers: model x model agreement of each score's per-head map.
+
+    For each score (``"detection"`` or a score name, :func:`score_maps`): the Pearson matrix and the
+    top-``k`` Jaccard matrix, each with the model's split-half agreement with itself on the diagonal
+    (:func:`split_half`). Models
+    are ordered by family, then name. Returns ``(matrices, pair_rows, notes)``: ``"{score}: pearson"`` /
+    ``"{score}: top-k jaccard"`` -> square DataFrame; all :func:`pairs` rows with a ``score`` column; and
+    ``"{score} · {model}"`` -> what the map is.
+    """
+    families = dict(families or {})
+    matrices, all_rows, all_notes = {}, [], {}
+    for score in scores:
+        maps, notes = score_maps(results_list, score, min_correct)
+        order = sorted(maps, key=lambda n: (families.get(n.split(" · ")[0], n), n))
+        fam = {n: families.get(n.split(" · ")[0], n) for n in maps}
+        rows = pairs({n: maps[n] for n in order}, fam, k).assign(score=score)
+        values = "region_hits" if score == "detection" else score
+        halves = {}
+        for n, r in zip(maps, results_list, strict=True):
+            try:
+                halves[n] = split_half(r, values, only_correct=score == "detection", seed=seed, k=k)
+            except ValueError:
+                halves[n] = {"pearson": float("nan"), "jaccard": float("nan")}
+        for metric, label in (("pearson", "pearson"), ("jaccard", "top-k jaccard")):
+            diag = {n: float(h[metric]) for n, h in halves.items()}
+            matrices[f"{score}: {label}"] = matrix(rows, metric, order, diagonal=diag)
+        all_rows.append(rows)
+        all_notes.update({f"{score} · {n}": note for n, note in notes.items()})
+    return matrices, pd.concat(all_rows, ignore_index=True), all_notes
