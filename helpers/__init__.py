@@ -7,8 +7,12 @@ Modules, one job each:
     capture   per-head attention rows through transformers' attention registry; head masking
     layout    image-token and box-region token positions following the processor's geometry
     metrics   attention weight, concentration, region scores, detection, agreement
-    extract   run a model over samples in memory: per-sample, per-head scores and correctness
+    extract   the one extraction path: generate under capture, score every head (per sample)
+    results   the per-sample, per-head results schema; Parquet I/O; the authors' released files
+    sweep     resumable, sharded extraction from the command line (python -m helpers.sweep)
     data      benchmark loaders, the paper's prompts, answer scoring
+    shapes    the synthetic PointQA-style scene generator (embedded data set, toy training)
+    toy       training, evaluation and masking of the toy model organisms in data/toy-*
     plots     figures saved as PNG and PDF
     runs      which models and samples a figure notebook runs; results computed or read from sweeps
     agreement per-head map agreement across models (Figure 4) and data sets (Figure 5)
