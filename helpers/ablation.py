@@ -180,20 +180,31 @@ def masked_predictions(model: Any, processor: Any, samples: Sequence[data.Sample
 
 def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], scores: np.ndarray,
                   ks: Sequence[int], conditions: Sequence[str] = CONDITIONS, seed: int = 0, mode: str = "uniform",
-                  stage_order: str = "score", batch_size: int = 16, max_new_tokens: int = 3) -> pd.DataFrame:
-    """Accuracy on ``samples`` as ``k`` heads are masked under each condition: one row per (condition, k, sample).
+                  stage_order: str = "score", batch_size: int = 16, max_new_tokens: int = 3,
+                  random_draws: int = 1) -> pd.DataFrame:
+    """Accuracy on ``samples`` as ``k`` heads are masked under each condition: one row per (condition, k, draw, sample).
 
     ``k = 0`` (nothing masked) is run once and shared by every condition, so all curves start at the
-    unmasked accuracy. Columns: ``model``, ``condition``, ``k`` (asked), ``n_masked`` (masked, after
+    unmasked accuracy. ``random_draws``: independent random same-stage sets per ``k`` (draw ``d`` uses
+    seed ``seed + k + 7919 * d``); :func:`curve_table` averages over them, since one draw is a noisy
+    control. Columns: ``model``, ``condition``, ``k`` (asked), ``draw``, ``n_masked`` (masked, after
     capping stage conditions at the stage size), ``early`` / ``middle`` / ``late`` (masked heads per
     stage), ``heads`` (the pairs, as text), and the columns of :func:`masked_predictions`.
     """
+    if random_draws < 1:
+        raise ValueError(f"random_draws must be at least 1, got {random_draws}")
     name = spec_of(model).name
-    n_layers = scores.shape[0]
+    n_layers, n_heads = scores.shape
     parts = []
     cache: dict[tuple[Head, ...], pd.DataFrame] = {}
     for k in sorted(set(ks)):
-        for cond, heads in head_sets(scores, k, conditions, seed, stage_order).items():
+        sets = head_sets(scores, k, conditions, seed, stage_order)
+        jobs = [(cond, 0, heads) for cond, heads in sets.items()]
+        if "random" in sets:
+            top = head_sets(scores, k, ("top",), seed, stage_order)["top"]
+            jobs += [("random", d, random_same_stage(top, n_layers, n_heads, seed=seed + k + 7919 * d))
+                     for d in range(1, random_draws)]
+        for cond, draw, heads in jobs:
             key = tuple(heads)
             if key not in cache:
                 cache[key] = masked_predictions(model, processor, samples, heads, mode, batch_size, max_new_tokens)
@@ -202,7 +213,8 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
             part.insert(0, "model", name)
             part.insert(1, "condition", cond)
             part.insert(2, "k", k)
-            part.insert(3, "n_masked", len(heads))
+            part.insert(3, "draw", draw)
+            part.insert(4, "n_masked", len(heads))
             for stage, count in stages.items():
                 part[stage] = int(count)
             part["heads"] = " ".join(f"{lyr}.{h}" for lyr, h in heads)
@@ -215,12 +227,14 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
 
 
 def curve_table(per_sample: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy per (model, condition, k) from :func:`masking_curve` rows, with sample and head counts
-    (and ``total_heads`` when the rows carry it, as :func:`run_models` rows do)."""
+    """Accuracy per (model, condition, k) from :func:`masking_curve` rows (the mean over samples and, for the
+    random control, over its draws), with sample, draw and head counts (``n_masked`` etc. of the first draw;
+    and ``total_heads`` when the rows carry it, as :func:`run_models` rows do)."""
     group = per_sample.groupby(["model", "condition", "k"], sort=False)
     extra = {"total_heads": ("total_heads", "first")} if "total_heads" in per_sample else {}
     table = group.agg(n_masked=("n_masked", "first"), early=("early", "first"), middle=("middle", "first"),
-                      late=("late", "first"), accuracy=("correct", "mean"), samples=("correct", "size"), **extra)
+                      late=("late", "first"), accuracy=("correct", "mean"), samples=("sample_id", "nunique"),
+                      **({"draws": ("draw", "nunique")} if "draw" in per_sample else {}), **extra)
     return table.reset_index()
 
 
@@ -321,7 +335,7 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
                fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
                seed: int = 0, mode: str = "uniform", stage_order: str = "score", batch_size: int = 16,
                max_new_tokens: int = 3, saved: Sequence[Results] = (), device: str | None = None,
-               min_correct: int = 8, dataset: str = "ranking", rows: str | None = None
+               min_correct: int = 8, dataset: str = "ranking", rows: str | None = None, random_draws: int = 1
                ) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
     """For each model in turn: rank heads on ``rank_samples``, mask on the held-out ``eval_samples``.
 
@@ -330,7 +344,8 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
     ``k`` values: :func:`k_grid` of the model's head count. Returns ``(per_sample, rankings)``:
     :func:`masking_curve` rows of all models, and name -> ``(ranking results, scores [layers, heads], note)``.
     ``dataset`` labels the ranking results (tables); ``rows``: the attention row the ranking is computed
-    from (:func:`helpers.runs.rows_for`; ``None`` picks by model).
+    from (:func:`helpers.runs.rows_for`; ``None`` picks by model). ``random_draws``: random control sets
+    per ``k``, averaged (:func:`masking_curve`).
     """
     from .runs import iter_models, rows_for
 
@@ -349,7 +364,7 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
               f"{res.settings.get('rows')!r}); heads ranked by {note}; "
               f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples")
         part = masking_curve(model, processor, eval_samples, scores, grid, conditions, seed, mode, stage_order,
-                             batch_size, max_new_tokens)
+                             batch_size, max_new_tokens, random_draws)
         part["total_heads"] = total
         parts.append(part)
         rankings[spec.name] = (res, scores, note)

@@ -177,6 +177,16 @@ def test_masking_curve_on_a_tiny_model(tiny):
     assert set(late["late"]) == {2}
     base = per_sample[per_sample.k == 0]
     assert base.groupby("condition")["prediction"].apply(tuple).nunique() == 1  # k = 0 shared
+    # several random draws: distinct same-stage sets, averaged by curve_table
+    draws = ablation.masking_curve(model, processor, samples, scores, [2], conditions=("top", "random"), seed=0,
+                                   batch_size=2, max_new_tokens=2, random_draws=3)
+    rand = draws[draws.condition == "random"]
+    assert sorted(rand["draw"].unique()) == [0, 1, 2] and rand["heads"].nunique() > 1
+    assert set(rand["early"]) == {1} and set(rand["late"]) == {1}  # same stages as the top heads
+    row = ablation.curve_table(draws).set_index("condition").loc["random"]
+    assert row["draws"] == 3 and row["samples"] == len(samples) and row["accuracy"] == rand["correct"].mean()
+    with pytest.raises(ValueError, match="random_draws"):
+        ablation.masking_curve(model, processor, samples, scores, [2], random_draws=0)
     # masking every head of every layer changes what the random model says
     everything = [(lyr, h) for lyr in range(3) for h in range(4)]
     unmasked = ablation.masked_predictions(model, processor, samples, [], max_new_tokens=3)
