@@ -536,32 +536,18 @@ def visual_head_scores(model: Any, processor: Any, n: int = 192, seed: int = HEL
     return metrics.aggregate(torch.cat(hits), mask=mask).mean
 
 
-def random_heads_like(heads: list[tuple[int, int]], n_layers: int, n_heads: int, rng: np.random.Generator
-                      ) -> list[tuple[int, int]]:
-    """As many random heads per stage as ``heads`` has, drawn from that stage, excluding ``heads``."""
-    from .metrics import stage_of
-
-    taken = set(heads)
-    out: list[tuple[int, int]] = []
-    for stage in {stage_of(layer, n_layers) for layer, _ in heads}:
-        need = sum(stage_of(layer, n_layers) == stage for layer, _ in heads)
-        pool = [(layer, h) for layer in range(n_layers) for h in range(n_heads)
-                if stage_of(layer, n_layers) == stage and (layer, h) not in taken]
-        pick = rng.choice(len(pool), size=min(need, len(pool)), replace=False)
-        out += [pool[i] for i in sorted(pick)]
-    return sorted(out)
-
-
 def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 4, 8), n: int = 300, draws: int = 10,
                        seed: int = 0, mode: str = "uniform", score_n: int = 192) -> dict:
     """Accuracy on :func:`held_out` with the top-``k`` visual heads masked (by :func:`visual_head_scores`)
-    versus ``k`` random heads from the same stages (``draws`` draws, seeded), for each ``k``.
+    versus ``k`` random heads from the same stages (``draws`` draws of :func:`helpers.ablation.random_same_stage`,
+    draw ``d`` seeded ``seed + k + 7919 * d`` as in :func:`helpers.ablation.masking_curve`), for each ``k``.
 
     Returns ``{"baseline": acc, "scores": [[...]], "k": {k: {"top_heads", "top", "random", "random_each",
     "extra_drop"}}}`` where ``extra_drop = mean(random) - top`` (in accuracy units). Head scores come
     from ``score_n`` samples disjoint from the ``n`` accuracy samples.
     """
     from . import capture, metrics
+    from .ablation import random_same_stage
 
     spec_layers = model.config.text_config.num_hidden_layers
     spec_heads = model.config.text_config.num_attention_heads
@@ -574,10 +560,10 @@ def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 4, 
         return float(np.mean([p == s.answer for p, s in zip(preds, samples, strict=True)]))
 
     result: dict = {"baseline": accuracy([]), "scores": scores.tolist(), "mode": mode, "n": n, "k": {}}
-    rng = np.random.default_rng(seed)
     for k in ks:
         top = metrics.top_heads(scores, k)
-        randoms = [accuracy(random_heads_like(top, spec_layers, spec_heads, rng)) for _ in range(draws)]
+        randoms = [accuracy(random_same_stage(top, spec_layers, spec_heads, seed=seed + k + 7919 * d))
+                   for d in range(draws)]
         acc_top = accuracy(top)
         result["k"][k] = {"top_heads": top, "top": acc_top, "random": float(np.mean(randoms)),
                           "random_each": randoms, "extra_drop": float(np.mean(randoms) - acc_top)}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import models, toy
+from helpers import ablation, models, toy
 from helpers.env import DATA_DIR
 
 TOYS = sorted(p for p in DATA_DIR.glob("toy-*") if (p / "config.json").is_file())
@@ -90,8 +90,7 @@ def test_masking_top_visual_heads_hurts_more_than_random_heads():
     from helpers.metrics import stage_of
 
     stages = sorted(stage_of(layer, spec.layers) for layer, _ in r["top_heads"])
-    rng = np.random.default_rng(0)
-    drawn = toy.random_heads_like(r["top_heads"], spec.layers, spec.heads, rng)
+    drawn = ablation.random_same_stage(r["top_heads"], spec.layers, spec.heads, seed=0)
     assert sorted(stage_of(layer, spec.layers) for layer, _ in drawn) == stages
     assert not set(drawn) & set(r["top_heads"])
 
