@@ -445,8 +445,7 @@ def load_default(model: str | None = None, device: str | None = None,
     on_gpu = device.startswith("cuda")
     name = model or (GPU_DEFAULT if on_gpu else embedded_default())
     if quantization == "auto":
-        quantization = "4bit" if on_gpu and (str(name) in REGISTRY or "/" in str(name)) and not Path(
-            str(name)).is_dir() else None
+        quantization = "4bit" if on_gpu and not Path(str(name)).is_dir() else None  # hub models only
     loaded = load(name, quantization=quantization, device=device)
     spec = loaded[0].vh_spec
     print(f"loaded {spec.name} on {device} (quantization={quantization}; {spec.layers} layers x {spec.heads} "
