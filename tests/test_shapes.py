@@ -77,3 +77,20 @@ def test_fixed_total_and_independent_sizes():
 def test_too_small_image_is_refused():
     with pytest.raises(ValueError, match="too small"):
         shapes.make_scene(np.random.default_rng(0), size=(30, 30))
+
+
+def test_balanced_scenes_have_the_same_group_sizes_and_a_uniform_answer():
+    rng = np.random.default_rng(3)
+    answers = []
+    for _ in range(400):
+        scene = shapes.make_scene(rng, group_counts=(1, 2, 3, 4))
+        sizes: dict = {}
+        for s in scene.shapes:
+            sizes[s.type] = sizes.get(s.type, 0) + 1
+        assert sorted(sizes.values()) == [1, 2, 3, 4]
+        answers.append(scene.count)
+    counts = np.bincount(answers, minlength=5)
+    assert counts[0] == 0 and counts[1:].min() > 70, counts  # ~100 each of 1..4
+    with pytest.raises(ValueError, match="group_counts"):
+        shapes.make_scene(np.random.default_rng(0), group_counts=(40, 40))
+

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ablation, models, toy
+from helpers import ablation, models, shapes, toy
 from helpers.env import DATA_DIR
 
 TOYS = sorted(p for p in DATA_DIR.glob("toy-*") if (p / "config.json").is_file())
@@ -77,13 +77,28 @@ def test_held_out_set_is_fixed_and_balanced():
     assert set(np.unique([s.answer for s in toy.held_out(90)])) == {"1", "2", "3", "4"}
 
 
-def test_masking_top_visual_heads_hurts_more_than_random_heads():
-    """About 10 s: head scores on 64 samples, then 64-sample accuracy unmasked, top-4 masked, 2 random draws."""
-    assert TOYS, "no committed toy model under data/"
+def test_count_statistics_predict_default_scenes_but_not_balanced_ones():
+    """The shortcut the balanced scenes remove: group sizes alone tell ~63% of default answers."""
+    assert 0.5 <= toy.statistics_baseline(toy.held_out(150), reference=4000) <= 0.8
+    rng = np.random.default_rng(9)
+    balanced = [toy.Sample(sc, "general", True, *shapes.questions(sc)["general"])
+                for sc in (shapes.make_scene(rng, group_counts=(1, 2, 3, 4)) for _ in range(200))]
+    assert toy.statistics_baseline(balanced, reference=4000) <= 0.35
+    cfg = toy.ToyConfig(scene=toy.BALANCED, scene_share=0.5)
+    samples = toy.make_samples(np.random.default_rng(0), 200, 112, scene_args=cfg.scene, scene_share=cfg.scene_share)
+    n_balanced = sum(len(s.scene.shapes) == 10 for s in samples)
+    assert 70 <= n_balanced <= 130, n_balanced
+
+
+@pytest.mark.parametrize("folder", TOYS, ids=[p.name for p in TOYS])
+def test_masking_top_visual_heads_hurts_more_than_random_heads(folder):
+    """About 10 s per model: head scores on 64 samples, then 64-sample accuracy unmasked, with the
+    top ``CRITERION_K`` heads masked and with 2 random same-stage draws (the card: 300 samples, 10 draws)."""
     torch.set_num_threads(1)
-    model, processor = models.load(TOYS[0])
-    res = toy.masking_experiment(model, processor, ks=(4,), n=64, draws=2, score_n=64)
-    r = res["k"][4]
+    model, processor = models.load(folder)
+    k = toy.CRITERION_K
+    res = toy.masking_experiment(model, processor, ks=(k,), n=64, draws=2, score_n=64)
+    r = res["k"][k]
     assert res["baseline"] >= MIN_ACCURACY
     assert r["random"] - r["top"] >= 0.2, r
     spec = model.vh_spec
@@ -93,6 +108,19 @@ def test_masking_top_visual_heads_hurts_more_than_random_heads():
     drawn = ablation.random_same_stage(r["top_heads"], spec.layers, spec.heads, seed=0)
     assert sorted(stage_of(layer, spec.layers) for layer, _ in drawn) == stages
     assert not set(drawn) & set(r["top_heads"])
+
+
+@pytest.mark.parametrize("folder", TOYS, ids=[p.name for p in TOYS])
+def test_model_card_records_the_acceptance_numbers(folder):
+    """The card's full-size measurements (300 held-out samples, 10 random draws) meet the criteria."""
+    meta = json.loads((folder / "training.json").read_text())
+    ev, masking = meta["evaluation"], meta["masking"]
+    assert ev["visual"]["accuracy"] >= 0.9 and ev["blank"]["accuracy"] <= 0.35, ev
+    assert ev["visual"]["n"] == masking["n"] == 300
+    r = masking["k"][str(toy.CRITERION_K)]
+    assert len(r["random_each"]) == 10 and 100 * r["extra_drop"] >= toy.CRITERION_POINTS, r
+    card = (folder / "README.md").read_text()
+    assert f"{100 * r['extra_drop']:.1f}" in card and f"{ev['statistics']:.3f}" in card
 
 
 def test_command_line_trains_a_few_steps(tmp_path):
