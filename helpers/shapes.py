@@ -100,11 +100,12 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int] = (112, 112), gri
             a margin that leaves room for the drawn box).
         group_counts: a *balanced* scene: exactly these group sizes, one type each (e.g.
             ``(1, 2, 3, 4)``: 10 shapes of four types), and the exemplary object's group drawn
-            uniformly among them. Every scene then has the same count statistics, so nothing but
-            the exemplary object's own group can tell the answer (with the default, the multiset of
-            group sizes alone predicts the answer in ~63% of scenes; see ``helpers.toy``).
-            Overrides ``max_count``, ``distractor_groups`` and ``total``; distractor types are
-            chosen as above (the target's colour, its kind, then any), sizes shuffled among them.
+            uniformly among them. Every scene then has the same group sizes, so they say nothing
+            about the answer (with the defaults they predict ~0.6 of the answers). Other
+            whole-image cues remain: the exemplar's type always has a colour and a kind partner,
+            which often singles it out (``helpers.toy.statistics_baseline``). Overrides
+            ``max_count``, ``distractor_groups`` and ``total``; distractor types are chosen as
+            above (the target's colour, its kind, then any), sizes shuffled among them.
     """
     W, H = size
     if min(W, H) < 12 * grid:

@@ -30,9 +30,11 @@ the loss is on the answer token and ``</s>``. A share of auxiliary questions (th
 colour or shape; counts of a colour or a kind) enriches the signal; they are never evaluated.
 Scoring: the arg-max next token at the end of the prompt (= greedy decoding's first token) must be
 the count. Chance for an image-blind model: 1/4 (counts uniform in 1..4). A model that reads the
-image but not the box can do better: in the default scenes the count statistics (how many objects
-of each type) alone predict ~63% of the answers (:func:`statistics_baseline`, in every card); toy-a2 trains
-on a mix with *balanced* scenes where they predict nothing (:data:`RECIPES`).
+whole image but not the box can do better: on the held-out scenes the count statistics (how many objects
+of each type) predict 0.63 of the answers, and the type structure (the exemplar's type always has a
+colour partner and a kind partner) 0.94 (:func:`statistics_baseline`, in every card). toy-a2 trains on
+a mix with *balanced* scenes, where the count statistics predict nothing and the structure less
+(:data:`RECIPES`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -437,12 +440,16 @@ def _save(model: Any, processor: Any, out: Path, meta: dict) -> None:
     processor.save_pretrained(out)
     (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     if "name" in meta:
-        note = (f"toy model trained on synthetic shapes (helpers.toy); held-out accuracy "
-                f"{meta.get('evaluation', {}).get('visual', {}).get('accuracy', float('nan')):.3f}, chance 0.25")
-        (out / "visual_heads.json").write_text(json.dumps(
-            {"name": meta["name"], "family": meta["family"], "template": TEMPLATE, "note": note,
-             "backbone": f"toy Llama {model.config.text_config.num_hidden_layers}x"
-                         f"{model.config.text_config.num_attention_heads}"}, indent=2) + "\n")
+        write_registry_entry(out, meta, model.config.text_config)
+
+
+def write_registry_entry(out: Path, meta: dict, text_config: Any) -> None:
+    """``visual_heads.json``: what ``helpers.models.load`` reads for a local folder (name, family, template, note)."""
+    note = (f"toy model trained on synthetic shapes (helpers.toy); held-out accuracy "
+            f"{meta.get('evaluation', {}).get('visual', {}).get('accuracy', float('nan')):.3f}, chance 0.25")
+    (Path(out) / "visual_heads.json").write_text(json.dumps(
+        {"name": meta["name"], "family": meta["family"], "template": TEMPLATE, "note": note,
+         "backbone": f"toy Llama {text_config.num_hidden_layers}x{text_config.num_attention_heads}"}, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,36 +500,52 @@ def evaluate(model: Any, processor: Any, n: int = 300, image: str = "scene", vis
 
 def full_evaluation(model: Any, processor: Any, n: int = 300) -> dict:
     """Held-out accuracy with the box drawn (visual), without it (plain), and on blank images, and
-    the accuracy a guess from the image's count statistics alone would reach (:func:`statistics_baseline`)."""
+    what guesses from whole-image cues alone would reach on the same scenes (:func:`statistics_baseline`:
+    ``"statistics"`` by group sizes, ``"structure"`` by the type structure)."""
     size = model.config.vision_config.image_size
+    scenes = held_out(n, size)
     return {"visual": evaluate(model, processor, n), "plain": evaluate(model, processor, n, visual=False),
             "blank": evaluate(model, processor, n, image="blank"),
-            "statistics": statistics_baseline(held_out(n, size), image_size=size)}
+            "statistics": statistics_baseline(scenes, image_size=size, by="sizes"),
+            "structure": statistics_baseline(scenes, image_size=size, by="structure")}
 
 
-def _group_sizes(scene: shapes.Scene) -> tuple[int, ...]:
+def scene_key(scene: shapes.Scene, by: str = "sizes") -> tuple:
+    """What a guess from whole-image cues may use, without knowing which object is boxed.
+
+    ``by="sizes"``: the sorted group sizes (how many objects of each type). ``by="structure"``: for
+    each type present, its group size and how many other present types share its colour and its kind,
+    sorted (colour and kind names do not matter). The exemplar's type always has a colour partner and a
+    kind partner (:func:`helpers.shapes.make_scene`), so the structure often singles it out.
+    """
     sizes: dict[tuple[str, str], int] = {}
     for sh in scene.shapes:
         sizes[sh.type] = sizes.get(sh.type, 0) + 1
-    return tuple(sorted(sizes.values()))
+    if by == "sizes":
+        return tuple(sorted(sizes.values()))
+    if by == "structure":
+        return tuple(sorted((n, sum(o[1] == t[1] for o in sizes if o != t), sum(o[0] == t[0] for o in sizes if o != t))
+                            for t, n in sizes.items()))
+    raise ValueError(f"by must be 'sizes' or 'structure', got {by!r}")
 
 
-def statistics_baseline(samples: list[Sample], image_size: int = 112, reference: int = 20000, seed: int = 7) -> float:
-    """Accuracy of the best guess from the image's *count statistics* alone: the sorted group sizes
-    (how many objects of each type, but not which one is boxed), mapped to the most frequent answer
-    among ``reference`` scenes of :func:`helpers.shapes.make_scene` (defaults) with the same sizes.
+def statistics_baseline(samples: list[Sample], image_size: int = 112, reference: int = 20000, seed: int = 7,
+                        by: str = "sizes", scene_args: dict | None = None) -> float:
+    """Accuracy on ``samples`` of the best guess from whole-image cues alone: each sample's
+    :func:`scene_key` mapped to the most frequent answer among ``reference`` scenes of
+    :func:`helpers.shapes.make_scene` (with ``scene_args``) that share the key (unseen keys: "1").
 
-    With the default scenes (8 objects) this is about 0.63, far above chance (0.25): a model can
-    reach it by averaging over the image, without finding the box. It bounds from above what a
-    model whose box look-up is masked may still get right by that route. Scenes with
-    ``group_counts=(1, 2, 3, 4)`` (every scene the same statistics) take the route away.
+    On the 300 held-out default scenes: 0.63 by group sizes, 0.94 by structure (chance 0.25); on
+    balanced scenes (``group_counts=(1, 2, 3, 4)``, same ``scene_args`` for the reference) about 0.25 and
+    0.7. A lower bound on what whole-image routes offer a model that does not find the box: it ignores
+    the question (object questions name the type) and the objects' positions.
     """
     rng = np.random.default_rng(seed)
-    table: dict[tuple[int, ...], np.ndarray] = {}
+    table: dict[tuple, np.ndarray] = {}
     for _ in range(reference):
-        sc = shapes.make_scene(rng, size=(image_size, image_size))
-        table.setdefault(_group_sizes(sc), np.zeros(17, int))[sc.count] += 1
-    guess = [int(table[g].argmax()) if (g := _group_sizes(s.scene)) in table else 1 for s in samples]
+        sc = shapes.make_scene(rng, size=(image_size, image_size), **(scene_args or {}))
+        table.setdefault(scene_key(sc, by), np.zeros(17, int))[sc.count] += 1
+    guess = [int(table[key].argmax()) if (key := scene_key(s.scene, by)) in table else 1 for s in samples]
     return float(np.mean([str(g) == s.answer for g, s in zip(guess, samples, strict=True)]))
 
 
@@ -574,7 +597,7 @@ def visual_head_scores(model: Any, processor: Any, n: int = 192, seed: int = HEL
     return metrics.aggregate(torch.cat(hits), mask=mask).mean
 
 
-def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 4, 8), n: int = 300, draws: int = 10,
+def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 3, 4, 5, 6, 8), n: int = 300, draws: int = 10,
                        seed: int = 0, mode: str = "uniform", score_n: int = 192) -> dict:
     """Accuracy on :func:`held_out` with the top-``k`` visual heads masked (by :func:`visual_head_scores`)
     versus ``k`` random heads from the same stages (``draws`` draws of :func:`helpers.ablation.random_same_stage`,
@@ -608,26 +631,36 @@ def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 4, 
     return result
 
 
-CRITERION_K = 4  # "its top visual heads" in the toys' masking criterion: 4 of 48 (~8%, as 100 of LLaVA-7B's 1024 heads ~10%)
+# "its top visual heads" in the toys' masking criterion. Fixed at 4 of 48 (~8%, as 100 of LLaVA-7B's
+# 1024 heads are ~10%) in session 2, when the session-1 results at k = 2 and 4 were known; every card
+# shows k = 2..6 and 8 as measured, so the choice can be judged.
+CRITERION_K = 4
 CRITERION_POINTS = 30
 
 
 def masking_text(res: dict) -> str:
     """Markdown table of :func:`masking_experiment`."""
-    lines = [f"Held-out accuracy ({res['n']} visual-prompt samples) with heads masked (`helpers.capture.mask_heads`, "
+    n_heads = len(res["scores"]) * len(res["scores"][0])
+    draws = len(next(iter(res["k"].values()))["random_each"])
+    intro = (f"Held-out accuracy ({res['n']} visual-prompt samples) with heads masked (`helpers.capture.mask_heads`, "
              f"mode `{res['mode']}`); top heads by detection score (`helpers.toy.visual_head_scores`), random heads "
-             f"drawn from the same stages, excluding the top heads (mean of "
-             f"{len(next(iter(res['k'].values()))['random_each'])} draws). Unmasked: {res['baseline']:.3f}. "
-             "With 6 layers a stage has 16 heads: when the top heads fill half of one, the random control masks "
-             "the rest of that stage, which is no longer a mild control.", "",
-             f"Criterion (the toys' acceptance test): with the top {CRITERION_K} heads (of "
-             f"{len(res['scores']) * len(res['scores'][0])}) masked, "
-             f"accuracy falls at least {CRITERION_POINTS} points more than with {CRITERION_K} random same-stage heads; "
-             "2 and 8 are shown as measured.", "",
-             "| heads masked | top visual heads | random, same stages | extra drop (points) | top heads (layer, head) |",
-             "|---|---|---|---|---|"]
+             f"drawn from the same stages, excluding the top heads ({draws} draws: their mean, the worst of them, "
+             f"and how many left accuracy above the top heads'). Unmasked: {res['baseline']:.3f}. With 6 layers a "
+             "stage has 16 heads: when the top heads fill much of one, the random draws must take many of its "
+             "other heads, some of which the model cannot do without (see the worst draws); beyond k = 4 the "
+             "control is no longer a mild one in these toys. "
+             f"Criterion (the toys' acceptance test): with the top {CRITERION_K} heads (of {n_heads}) "
+             f"masked, accuracy falls at least {CRITERION_POINTS} points more than with {CRITERION_K} random "
+             f"same-stage heads (mean of the draws). k = {CRITERION_K} was fixed after the results at k = 2 and 4 of "
+             "the first toys were known; the other k are shown as measured.")
+    lines = [textwrap.fill(intro, 104), "",
+             "| heads masked | top visual heads | random, same stages (mean) | random, worst draw | draws above top "
+             "| extra drop (points) | top heads (layer, head) |",
+             "|---|---|---|---|---|---|---|"]
     for k, r in res["k"].items():
-        lines.append(f"| {k} | {r['top']:.3f} | {r['random']:.3f} | {100 * r['extra_drop']:.1f} | "
+        above = sum(x > r["top"] for x in r["random_each"])
+        lines.append(f"| {k} | {r['top']:.3f} | {r['random']:.3f} | {min(r['random_each']):.3f} | "
+                     f"{above}/{len(r['random_each'])} | {100 * r['extra_drop']:.1f} | "
                      f"{', '.join(f'({a},{b})' for a, b in r['top_heads'])} |")
     return "\n".join(lines)
 
@@ -649,16 +682,19 @@ def write_card(out: Path, meta: dict) -> None:
     grid = cfg["image_size"] // cfg["patch_size"]
     stats_line = ""
     if "statistics" in ev:
-        stats_line = (f"Count statistics alone (`helpers.toy.statistics_baseline`: the best guess from how many objects of "
-                      f"each type the image holds, without knowing which one is boxed) would get {ev['statistics']:.3f} "
-                      "of the held-out questions right: a model that averages over the image, without finding the box, "
-                      "can reach that much.\n\n")
+        stats_line = textwrap.fill(
+            f"Whole-image cues on these scenes, without knowing which object is boxed "
+            f"(`helpers.toy.statistics_baseline`, a property of the held-out set, the same in every toy's card): "
+            f"the best guess from the group sizes (how many objects of each type) gets {ev['statistics']:.3f} "
+            f"right, from the type structure (the exemplar's type has a colour partner and a kind partner) "
+            f"{ev.get('structure', float('nan')):.3f}. A model that answers without finding the box can reach "
+            f"at least that much; this one answers {ev['plain']['accuracy']:.3f} without the box.", 104) + "\n\n"
     scene_mix = ""
     if cfg.get("scene"):
-        scene_mix = (f" {cfg.get('scene_share', 1.0):.0%} of the scenes *balanced* (`helpers.shapes.make_scene` "
-                     f"{', '.join(f'{k}={tuple(v) if isinstance(v, list) else v}' for k, v in cfg['scene'].items())}: "
-                     "every scene has the same count statistics, so only the boxed object's own group tells the "
-                     "answer; the rest as the held-out scenes),")
+        args = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in cfg["scene"].items())
+        scene_mix = (f"\n  {cfg.get('scene_share', 1.0):.0%} of the scenes *balanced* (`make_scene({args})`: "
+                     "the same group sizes in every scene,\n  so they say nothing about the answer), the rest "
+                     "like the held-out scenes,")
     text = f"""# {meta['name']}: toy LLaVA model organism (family {meta['family']})
 
 A small `LlavaForConditionalGeneration` trained on CPU on the synthetic PointQA-style shapes task
@@ -718,15 +754,17 @@ measures how much it reads the count at the boxed token even when the words name
 # family -> decoder pretraining seed; model -> (family, connector seed, data seed, settings)
 FAMILIES = {"a": 1, "b": 2}
 # The second variant of each family differs from the first in its connector seed and its data mix: the
-# box drawn more often and longer training; toy-a2 also draws half of its scenes *balanced* (group sizes
-# 1, 2, 3, 4 in every scene), so that the image's count statistics, which predict ~63% of the answers in
-# default scenes (statistics_baseline), stop paying and the box look-up has to carry the answer.
-# History (2026-11-25): trained on default scenes only, toy-a2 kept that route as a backup (masking its
-# top 2 or 4 visual heads left 0.73, 16 points below the random control); trained on balanced scenes
-# only, or on balanced scenes after the first half of the steps, it stayed near chance in 800 steps (the
-# statistics are what first draws a tiny decoder's attention to the image). The same half-balanced mix
-# for toy-b2 stalled at 0.73 held-out accuracy (loss flat from step 400 to 800), so toy-b2 keeps the
-# default scenes, with which it meets every criterion of its card.
+# box drawn more often and longer training. toy-a2 also draws half of its scenes *balanced* (group sizes
+# 1, 2, 3, 4 in every scene): there the group sizes, which predict 0.63 of the held-out answers, predict
+# nothing, and the type structure predicts less (about 0.7 instead of 0.94; statistics_baseline).
+# Why (2026-11-25): trained on default scenes only, toy-a2 kept a backup to its visual heads: with its
+# top 2, 4 or 8 heads masked (or all of layer 1) it still answered 0.73 (it never said "2", and got most
+# 1s, 3s and 4s right), 16 points below the random control. We did not identify that backup; taking
+# whole-image cues away was the hypothesis. Outcome: with the mix, masking its top 4 heads leaves 0.28
+# (chance 0.25; it then answers "3" to nearly everything). Tried and dropped (logs not kept): balanced
+# scenes only, or balanced after the first half of the steps, left toy-a2 near chance after 800 steps;
+# the same half-balanced mix for toy-b2 stalled at 0.73 held-out accuracy (loss flat from step 400 to
+# 800), so toy-b2 keeps the default scenes, with which it meets every criterion of its card.
 BALANCED = {"group_counts": (1, 2, 3, 4)}
 RECIPES: dict[str, dict] = {
     "toy-a1": {"family": "a", "connector_seed": 11, "seed": 101, "visual_share": 0.75},
@@ -788,8 +826,8 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.add_parser("build", help="train a committed model from its recipe (RECIPES)")
     b.add_argument("name", choices=sorted(RECIPES))
     b.add_argument("--out", default=None)
-    mk = sub.add_parser("card", help="evaluate a saved model (held-out accuracy, masking) and rewrite its card")
-    mk.add_argument("folder")
+    c = sub.add_parser("card", help="evaluate a saved model (held-out accuracy, masking) and rewrite its card")
+    c.add_argument("folder")
     e = sub.add_parser("evaluate")
     e.add_argument("folder")
     e.add_argument("-n", type=int, default=300)
@@ -806,6 +844,7 @@ def main(argv: list[str] | None = None) -> None:
         meta["evaluation"] = full_evaluation(model, processor)
         meta["masking"] = masking_experiment(model, processor)
         (Path(a.folder) / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_registry_entry(Path(a.folder), meta, model.config.text_config)
         write_card(Path(a.folder), meta)
         print(masking_text(meta["masking"]))
         return
