@@ -98,10 +98,12 @@ def test_whole_image_cues_predict_default_scenes_and_balanced_scenes_remove_the_
 
 @pytest.mark.parametrize("folder", TOYS, ids=[p.name for p in TOYS])
 def test_masking_top_visual_heads_hurts_more_than_random_heads(folder):
-    """About 6 s per model: the card's comparison (same 10 random same-stage draws) re-measured on 64
-    held-out samples, head scores from 64 others; 20 points here, as 64 samples are noisy. Single draws
-    vary a lot: in family b, head (0,1) is no visual head, yet masking it alone leaves ~0.3, so a draw
-    that takes it breaks the model (about 1 draw in 5 at k = 4); 2 draws are not enough."""
+    """About 6 s per model: the card's comparison re-measured on 64 held-out samples, with head scores
+    from 64 others (the card: 192) and the card's 10 draw seeds (the same head sets when the top heads
+    agree with the card's); 20 points here, as 64 samples are noisy. Single draws vary a lot: in family
+    b, head (0,1) is no visual head, yet masking it alone leaves ~0.3, so a draw that takes it breaks the
+    model (1 of the card's 10 draws at k = 4 for each family-b toy; 9 of 40 other draws of toy-b2's);
+    2 draws are not enough."""
     torch.set_num_threads(1)
     model, processor = models.load(folder)
     k = toy.CRITERION_K
