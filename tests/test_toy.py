@@ -118,6 +118,8 @@ def test_masking_top_visual_heads_hurts_more_than_random_heads(folder):
     drawn = ablation.random_same_stage(r["top_heads"], spec.layers, spec.heads, seed=0)
     assert sorted(stage_of(layer, spec.layers) for layer, _ in drawn) == stages
     assert not set(drawn) & set(r["top_heads"])
+    sets = {tuple(ablation.random_same_stage(r["top_heads"], spec.layers, spec.heads, seed=k + 7919 * d)) for d in range(10)}
+    assert r["distinct_draws"] == len(sets) >= 2
 
 
 @pytest.mark.parametrize("folder", TOYS, ids=[p.name for p in TOYS])
