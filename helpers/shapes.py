@@ -26,6 +26,7 @@ paper's line width ``max(1, int(3 * max(W, H) / 336))``; the plain prompt draws 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,10 +68,14 @@ class Scene:
         return self.shapes[self.target].box
 
     @property
+    def group_sizes(self) -> dict[tuple[str, str], int]:
+        """``{(kind, colour): how many shapes of that type}`` for every type in the scene."""
+        return dict(Counter(s.type for s in self.shapes))
+
+    @property
     def count(self) -> int:
         """How many shapes have the exemplary object's kind and colour (the answer)."""
-        t = self.shapes[self.target].type
-        return sum(s.type == t for s in self.shapes)
+        return self.group_sizes[self.shapes[self.target].type]
 
 
 def paper_line_width(size: tuple[int, int]) -> int:

@@ -201,12 +201,13 @@ def scene_words(scene: shapes.Scene, mark: bool) -> str:
     how many of that type the scene holds, what the vision tower reports per object), the
     exemplar in brackets when ``mark``."""
     W = scene.size[0]
+    sizes = scene.group_sizes
     order = sorted(range(len(scene.shapes)), key=lambda i: (scene.shapes[i].box[1] // (W // 4),
                                                             scene.shapes[i].box[0]))
     parts = []
     for i in order:
         s = scene.shapes[i]
-        w = f"{s.colour} {s.kind} {sum(o.type == s.type for o in scene.shapes)}"
+        w = f"{s.colour} {s.kind} {sizes[s.type]}"
         parts.append(f"( {w} )" if (mark and i == scene.target) else w)
     return " , ".join(parts)
 
@@ -300,11 +301,12 @@ def patch_labels(scene: shapes.Scene, grid: int) -> tuple[np.ndarray, np.ndarray
     kind = np.zeros(grid * grid, np.int64)
     count = np.zeros(grid * grid, np.int64)
     frame = np.zeros(grid * grid, np.float32)
+    sizes = scene.group_sizes
     for i, sh in enumerate(scene.shapes):
         x, y = (sh.box[0] + sh.box[2]) / 2, (sh.box[1] + sh.box[3]) / 2
         cell = int(y * grid // H) * grid + int(x * grid // W)
         kind[cell] = 1 + types.index(sh.type)
-        count[cell] = sum(o.type == sh.type for o in scene.shapes)
+        count[cell] = sizes[sh.type]
         frame[cell] = float(i == scene.target)
     return kind, count, frame
 
@@ -518,9 +520,7 @@ def scene_key(scene: shapes.Scene, by: str = "sizes") -> tuple:
     sorted (colour and kind names do not matter). The exemplar's type always has a colour partner and a
     kind partner (:func:`helpers.shapes.make_scene`), so the structure often singles it out.
     """
-    sizes: dict[tuple[str, str], int] = {}
-    for sh in scene.shapes:
-        sizes[sh.type] = sizes.get(sh.type, 0) + 1
+    sizes = scene.group_sizes
     if by == "sizes":
         return tuple(sorted(sizes.values()))
     if by == "structure":
@@ -634,7 +634,7 @@ def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 3, 
 
 def distinct_draws(drawn: list[list[tuple[int, int]]]) -> int:
     """How many different head sets the random draws are (1: the stages left no choice)."""
-    return len({tuple(sorted(map(tuple, heads))) for heads in drawn})
+    return len({tuple(heads) for heads in drawn})  # random_same_stage returns sorted lists
 
 
 # "its top visual heads" in the toys' masking criterion. Fixed at 4 of 48 (~8%, as 100 of LLaVA-7B's

@@ -84,10 +84,8 @@ def test_balanced_scenes_have_the_same_group_sizes_and_a_uniform_answer():
     answers = []
     for _ in range(400):
         scene = shapes.make_scene(rng, group_counts=(1, 2, 3, 4))
-        sizes: dict = {}
-        for s in scene.shapes:
-            sizes[s.type] = sizes.get(s.type, 0) + 1
-        assert sorted(sizes.values()) == [1, 2, 3, 4]
+        sizes = scene.group_sizes
+        assert sorted(sizes.values()) == [1, 2, 3, 4] and sum(sizes.values()) == len(scene.shapes)
         answers.append(scene.count)
     counts = np.bincount(answers, minlength=5)
     assert counts[0] == 0 and counts[1:].min() > 70, counts  # ~100 each of 1..4
