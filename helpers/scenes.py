@@ -10,6 +10,11 @@ Vocabulary (module constants): :data:`KINDS` circle, square, triangle, diamond; 
 (circle) or angular (the others); :data:`COLOURS` blue, green, yellow, purple, cyan (no red: red is the
 drawn box, :data:`BOX_COLOUR`); :data:`POSITIONS` the nine cells of a 3x3 split of the image.
 
+Two layouts (:func:`make_scene`): ``"balanced"`` (default, for counting) puts four groups on a kind x
+colour rectangle with fixed size sets, so neither the type structure nor the group sizes single out the
+boxed object's group (whole-image routes answer at most 1/3 of the counts; chance 1/6); ``"free"`` (POPE
+and multiple choice) draws a variable number of groups, optionally with unequal type frequencies.
+
 What uses it: :func:`render` (the image, optionally with the visual prompt's red box), :func:`caption`
 (a description without counts, for projector alignment), :func:`patch_labels` (per-patch colour and kind,
 for pretraining the vision tower with an objective that never sees counts, boxes or questions), and the
@@ -27,6 +32,7 @@ This module imports no other ``helpers`` module (layer 0). The older toy generat
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,53 +139,95 @@ def paper_line_width(size: tuple[int, int]) -> int:
 
 
 # ----------------------------------------------------------------------------------------- generation
+# The balanced layout's group sizes: (sizes of the four groups, the target counts that use them). The
+# target counts partition 1..6, so a uniform count picks its set; the count is one of four distinct
+# sizes, and the group sizes alone name it in 1/3 of the scenes (largest posterior; chance is 1/6).
+BALANCED_SIZES = (((1, 2, 3, 6), (1, 2, 3, 6)), ((1, 2, 4, 5), (4, 5)))
+
+
 def make_scene(rng: np.random.Generator, *, size: tuple[int, int] = SIZE, max_count: int = 6,
-               max_objects: int = 12, colour_groups: tuple[int, int] = (1, 2), kind_groups: tuple[int, int] = (1, 2),
-               other_groups: tuple[int, int] = (0, 1), min_side: int = 22, max_side: int = 40,
-               tries: int = 64) -> Scene:
+               max_objects: int = 12, layout: str = "balanced", prior: dict[Type, float] | None = None,
+               size_sets: tuple = BALANCED_SIZES, colour_groups: tuple[int, int] = (1, 2),
+               kind_groups: tuple[int, int] = (1, 2), other_groups: tuple[int, int] = (0, 1),
+               min_side: int = 22, max_side: int = 40, tries: int = 256) -> Scene:
     """Draw a random scene; all randomness from ``rng`` (same generator state, same scene).
 
     Choices (each a parameter):
 
-    - The exemplary (target) type is uniform over the 20 kind x colour types, and it appears
-      ``1..max_count`` times, uniformly (chance 1/6 for a counting model that ignores the image).
-    - Distractor groups: ``colour_groups`` (inclusive range) groups share the target's colour (other
-      kinds), ``kind_groups`` share its kind (other colours), ``other_groups`` share neither; so both
-      attributes must be read to tell the target's group apart. Distractor types are drawn without
-      replacement with weights :data:`TYPE_PRIOR` (kinds and colours have unequal frequencies, which
-      makes some types present in more scenes: :data:`POPULARITY`, used by POPE's popular negatives).
-    - Each distractor group's size is uniform in ``1..max_count`` too, so a group's size alone does not
-      mark the target's group. While the total exceeds ``max_objects``, the largest distractor group
-      (the first among ties) loses one object; a group that reaches 0 is dropped.
-    - Sides are uniform in ``min_side..max_side`` pixels (square bounding boxes). Objects are placed
-      target type first, then distractors one per group in turn, each at the first of ``tries`` random
-      positions whose box keeps a gap of ``line width + 2`` pixels to every placed box and
-      ``line width + 1`` pixels to the border (so the drawn box never touches another object and lies
-      inside the image). When no position fits, the side shrinks to ``min_side`` and ``tries`` more
-      positions are drawn; a distractor that still does not fit is left out (its group shrinks), a
-      target-type object restarts the placement (at most 20 times, then ``RuntimeError``).
+    - The target (exemplary) type is drawn from ``prior`` over the 20 kind x colour types (None:
+      uniform), and it appears ``count`` times, uniform in ``1..max_count`` (chance 1/6).
+    - ``layout="balanced"`` (default; the counting tasks): four groups on a kind x colour *rectangle*:
+      the target ``(k, c)``, a group sharing its colour ``(k', c)``, one sharing its kind ``(k, c')`` and
+      one sharing neither ``(k', c')``, with ``k'``, ``c'`` drawn from ``prior`` (given the target).
+      Every group shares colour with one group and kind with another, so the type structure does not
+      single out the target. Sizes come from ``size_sets`` (:data:`BALANCED_SIZES`): the set whose target
+      counts hold ``count``; the other sizes go to the three distractor groups in random order. With the
+      default, every scene holds 12 objects in groups of 1, 2, 3, 6 or 1, 2, 4, 5, so a reader of the
+      whole image who does not find the box answers at most 1/3 right. Needs ``max_objects`` >= the sets.
+    - ``layout="free"`` (POPE and multiple choice): ``colour_groups`` (inclusive range) groups share
+      the target's colour, ``kind_groups`` its kind, ``other_groups`` neither; types drawn without
+      replacement with weights ``prior``; each size uniform in ``1..max_count``; while the total exceeds
+      ``max_objects`` the largest distractor group (first among ties) loses an object, and a group that
+      reaches 0 is dropped. Group sizes and type structure say more about the target here.
+    - Sides are uniform in ``min_side..max_side`` pixels (square bounding boxes), placed largest first,
+      each at the first of ``tries`` random positions that keeps a gap of ``line width + 2`` pixels to
+      every placed box and ``line width + 1`` to the border (the drawn box never touches another object
+      and stays inside). An object that does not fit tries again at ``min_side``; if it still does not,
+      the placement restarts with new sides (at most 20 times, then ``RuntimeError``). Every drawn group
+      size is therefore exact.
     - ``Scene.objects`` lists the target type's objects first; ``Scene.target`` is one of them, uniform.
     """
     if not 1 <= max_count <= max_objects:
         raise ValueError(f"need 1 <= max_count <= max_objects, got {max_count}, {max_objects}")
     if not 1 <= min_side <= max_side or max_side + 2 * (paper_line_width(size) + 1) > min(size):
         raise ValueError(f"sides {min_side}..{max_side} do not fit a {size[0]}x{size[1]} image")
-    target_type = TYPES[int(rng.integers(len(TYPES)))]
+    weights = prior or {t: 1.0 for t in TYPES}
+    target_type = _weighted(rng, TYPES, weights)
     count = int(rng.integers(1, max_count + 1))
-    types = _distractor_types(rng, target_type, colour_groups, kind_groups, other_groups)
-    sizes = _trim([int(rng.integers(1, max_count + 1)) for _ in types], max_objects - count)
-    groups = [(target_type, count)] + [(t, n) for t, n in zip(types, sizes, strict=True) if n > 0]
-    for _ in range(20):
-        objects = _place(rng, groups, size, min_side, max_side, tries)
-        if objects is not None:
-            return Scene(size=tuple(size), objects=tuple(objects), target=int(rng.integers(count)))
-    raise RuntimeError(f"could not place {count} objects of the target type on a {size} image; "
-                       "lower max_count or max_side")
+    if layout == "balanced":
+        _check_size_sets(size_sets, max_count, max_objects)
+        groups = _balanced_groups(rng, target_type, count, weights, size_sets, max_objects)
+    elif layout == "free":
+        types = _free_types(rng, target_type, weights, colour_groups, kind_groups, other_groups)
+        sizes = _trim([int(rng.integers(1, max_count + 1)) for _ in types], max_objects - count)
+        groups = [(target_type, count)] + [(t, n) for t, n in zip(types, sizes, strict=True) if n > 0]
+    else:
+        raise ValueError(f"layout must be 'balanced' or 'free', not {layout!r}")
+    objects = _place(rng, groups, size, min_side, max_side, tries)
+    return Scene(size=tuple(size), objects=tuple(objects), target=int(rng.integers(count)))
 
 
-def _distractor_types(rng: np.random.Generator, target: Type, colour_groups: tuple[int, int],
-                      kind_groups: tuple[int, int], other_groups: tuple[int, int]) -> list[Type]:
-    """Distractor types: first those sharing the target's colour, then its kind, then neither."""
+def _weighted(rng: np.random.Generator, pool: Sequence[Type], weights: dict[Type, float]) -> Type:
+    """One type of ``pool`` drawn with ``weights``."""
+    p = np.array([weights[t] for t in pool], dtype=float)
+    return pool[int(rng.choice(len(pool), p=p / p.sum()))]
+
+
+def _check_size_sets(size_sets: tuple, max_count: int, max_objects: int) -> None:
+    """Raise ValueError unless the sets' target counts partition ``1..max_count`` into 4-group sets that fit."""
+    targets = sorted(t for _, ts in size_sets for t in ts)
+    fits = all(len(s) == 4 and set(ts) <= set(s) and sum(s) <= max_objects for s, ts in size_sets)
+    if targets != list(range(1, max_count + 1)) or not fits:
+        raise ValueError(f"size_sets {size_sets} must give 4 group sizes (at most {max_objects} objects) for "
+                         f"each count 1..{max_count} exactly once; pass size_sets= or layout='free'")
+
+
+def _balanced_groups(rng: np.random.Generator, target: Type, count: int, weights: dict[Type, float],
+                     size_sets: tuple, max_objects: int) -> list[tuple[Type, int]]:
+    """The rectangle's four groups, target first (see :func:`make_scene`, ``layout="balanced"``)."""
+    kind, colour = target
+    sizes = next(list(s) for s, targets in size_sets if count in targets)
+    sizes.remove(count)
+    other_kind = _weighted(rng, [t for t in TYPES if t[1] == colour and t != target], weights)[0]
+    other_colour = _weighted(rng, [t for t in TYPES if t[0] == kind and t != target], weights)[1]
+    sizes = [sizes[int(i)] for i in rng.permutation(3)]
+    types = [(other_kind, colour), (kind, other_colour), (other_kind, other_colour)]
+    return [(target, count)] + list(zip(types, sizes, strict=True))
+
+
+def _free_types(rng: np.random.Generator, target: Type, weights: dict[Type, float], colour_groups: tuple[int, int],
+                kind_groups: tuple[int, int], other_groups: tuple[int, int]) -> list[Type]:
+    """Distractor types of the free layout: those sharing the target's colour, its kind, then neither."""
     kind, colour = target
     pools = [([t for t in TYPES if t[1] == colour and t != target], colour_groups),
              ([t for t in TYPES if t[0] == kind and t != target], kind_groups),
@@ -187,9 +235,8 @@ def _distractor_types(rng: np.random.Generator, target: Type, colour_groups: tup
     chosen: list[Type] = []
     for pool, (lo, hi) in pools:
         n = min(int(rng.integers(lo, hi + 1)), len(pool))
-        weights = np.array([TYPE_PRIOR[t] for t in pool])
-        picks = rng.choice(len(pool), size=n, replace=False, p=weights / weights.sum())
-        chosen += [pool[int(i)] for i in picks]
+        p = np.array([weights[t] for t in pool], dtype=float)
+        chosen += [pool[int(i)] for i in rng.choice(len(pool), size=n, replace=False, p=p / p.sum())]
     return chosen
 
 
@@ -202,25 +249,25 @@ def _trim(sizes: list[int], budget: int) -> list[int]:
 
 
 def _place(rng: np.random.Generator, groups: list[tuple[Type, int]], size: tuple[int, int], min_side: int,
-           max_side: int, tries: int) -> list[Shape] | None:
-    """Positions for every object (see :func:`make_scene`); None when a target-type object does not fit."""
+           max_side: int, tries: int, restarts: int = 20) -> list[Shape]:
+    """Boxes for every object of ``groups`` in group order (see :func:`make_scene`)."""
     lw = paper_line_width(size)
-    gap, margin = lw + 2, lw + 1
-    order = [groups[0][0]] * groups[0][1]
-    queues = [[t] * n for t, n in groups[1:]]
-    while any(queues):
-        order += [q.pop() for q in queues if q]
-    placed: list[Shape] = []
-    for i, t in enumerate(order):
-        side = int(rng.integers(min_side, max_side + 1))
-        box = _free_spot(rng, [o.box for o in placed], side, size, gap, margin, tries)
-        if box is None and side > min_side:
-            box = _free_spot(rng, [o.box for o in placed], min_side, size, gap, margin, tries)
-        if box is None and i < groups[0][1]:
-            return None
-        if box is not None:
-            placed.append(Shape(t[0], t[1], box))
-    return placed
+    types = [t for t, n in groups for _ in range(n)]
+    for _ in range(restarts):
+        sides = rng.integers(min_side, max_side + 1, size=len(types))
+        boxes: list[PixelBox | None] = [None] * len(types)
+        for i in np.argsort(-sides, kind="stable"):
+            placed = [b for b in boxes if b is not None]
+            box = _free_spot(rng, placed, int(sides[i]), size, lw + 2, lw + 1, tries)
+            if box is None and sides[i] > min_side:
+                box = _free_spot(rng, placed, min_side, size, lw + 2, lw + 1, tries)
+            if box is None:
+                break
+            boxes[i] = box
+        else:
+            return [Shape(t[0], t[1], b) for t, b in zip(types, boxes, strict=True)]
+    raise RuntimeError(f"could not place {len(types)} objects of {min_side}..{max_side} px on a {size} image "
+                       f"in {restarts} tries; lower max_objects or max_side")
 
 
 def _free_spot(rng: np.random.Generator, boxes: list[PixelBox], side: int, size: tuple[int, int], gap: int,

@@ -36,10 +36,11 @@ def test_counts_cover_one_to_six_about_uniformly():
     assert min(counts.values()) > 600 / 6 * 0.7
 
 
-@pytest.mark.parametrize("size", [(160, 160), (336, 336), (200, 160)])
-def test_objects_inside_disjoint_with_gap_and_sized(size):
+@pytest.mark.parametrize("size,layout", [((160, 160), "balanced"), ((160, 160), "free"), ((336, 336), "balanced"),
+                                         ((200, 160), "free")])
+def test_objects_inside_disjoint_with_gap_and_sized(size, layout):
     gap = scenes.paper_line_width(size) + 2
-    for scene in _scenes(60, seed=1, size=size):
+    for scene in _scenes(60, seed=1, size=size, layout=layout):
         W, H = scene.size
         assert scene.size == size and 1 <= len(scene.objects) <= 12
         for o in scene.objects:
@@ -52,21 +53,55 @@ def test_objects_inside_disjoint_with_gap_and_sized(size):
                 assert p[2] + gap <= q[0] or q[2] + gap <= p[0] or p[3] + gap <= q[1] or q[3] + gap <= p[1]
 
 
-def test_scene_structure_target_first_and_distractors_share_colour_and_kind():
-    for scene in _scenes(100, seed=2):
+def _check_target_first(scene: scenes.Scene) -> None:
+    assert all(o.type == scene.target_type for o in scene.objects[:scene.count])
+    assert scene.objects[scene.target].type == scene.target_type and scene.target < scene.count
+    assert scene.count == sum(o.type == scene.target_type for o in scene.objects)
+    assert sum(scene.group_sizes.values()) == len(scene.objects)
+
+
+def test_balanced_layout_is_a_rectangle_with_set_sizes():
+    largest = 0
+    for scene in _scenes(200, seed=2):
+        _check_target_first(scene)
         kind, colour = scene.target_type
-        assert all(o.type == scene.target_type for o in scene.objects[:scene.count])
-        assert scene.objects[scene.target].type == scene.target_type and scene.target < scene.count
-        assert scene.count == sum(o.type == scene.target_type for o in scene.objects)
-        assert sum(scene.group_sizes.values()) == len(scene.objects)
-    shares = [any(o.colour == s.target_type[1] and o.kind != s.target_type[0] for o in s.objects)
-              and any(o.kind == s.target_type[0] and o.colour != s.target_type[1] for o in s.objects)
-              for s in _scenes(100, seed=2)]
-    assert np.mean(shares) > 0.95
+        sizes = scene.group_sizes
+        assert len(sizes) == 4 and len(scene.objects) == 12
+        kinds, colours = {k for k, _ in sizes}, {c for _, c in sizes}
+        assert kind in kinds and colour in colours and set(sizes) == {(k, c) for k in kinds for c in colours}
+        expected = (1, 2, 4, 5) if scene.count in (4, 5) else (1, 2, 3, 6)
+        assert tuple(sorted(sizes.values())) == expected
+        largest += scene.count == max(sizes.values())
+    assert 0.2 < largest / 200 < 0.45  # the largest group is the target's in 1/3 of scenes
 
 
-def test_objects_cover_several_patches():
-    covered = [n for scene in _scenes(100, seed=3) for n in scenes.patches_covered(scene)]
+def test_free_layout_shares_colour_and_kind_and_follows_the_prior():
+    presence = Counter()
+    for scene in _scenes(400, seed=3, layout="free", prior=scenes.TYPE_PRIOR):
+        _check_target_first(scene)
+        kind, colour = scene.target_type
+        assert any(o.colour == colour and o.kind != kind for o in scene.objects)
+        assert any(o.kind == kind and o.colour != colour for o in scene.objects)
+        assert len(scene.objects) <= 12
+        presence.update(scene.group_sizes)
+    rates = [presence[t] for t in scenes.POPULARITY]
+    assert np.mean(rates[:5]) > 2 * np.mean(rates[-5:])
+    assert np.corrcoef(np.argsort(np.argsort(rates)), -np.arange(20))[0, 1] > 0.8
+
+
+def test_bad_parameters_raise():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="layout"):
+        scenes.make_scene(rng, layout="grid")
+    with pytest.raises(ValueError, match="size_sets"):
+        scenes.make_scene(rng, max_count=7)
+    with pytest.raises(ValueError, match="fit"):
+        scenes.make_scene(rng, size=(40, 40))
+
+
+@pytest.mark.parametrize("layout", ["balanced", "free"])
+def test_objects_cover_several_patches(layout):
+    covered = [n for scene in _scenes(100, seed=3, layout=layout) for n in scenes.patches_covered(scene)]
     assert np.mean(np.array(covered) >= 2) >= 0.8
 
 
