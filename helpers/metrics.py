@@ -372,3 +372,34 @@ def profile_correlation(a: torch.Tensor, b: torch.Tensor, points: int = 20,
     _, pa = depth_profile(a, points, reduce)
     _, pb = depth_profile(b, points, reduce)
     return pearson(pa, pb) if method == "pearson" else spearman(pa, pb)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sinks and spread of whole rows
+
+
+def first_key_share(rows: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """``[batch, layers, heads]``: attention on each row's first visible key (the attention-sink token).
+
+    ``visible``: bool ``[batch, keys]``, True for keys the row may attend to (left padding is False), so
+    the first visible key is the sequence's first real token (``<bos>`` for Gemma, ``<|im_start|>`` for ChatML).
+    """
+    first = visible.float().argmax(1)  # index of the first True per sample
+    idx = first[:, None, None, None].expand(*rows.shape[:3], 1).to(rows.device)
+    return rows.gather(-1, idx)[..., 0]
+
+
+def uniform_share(index: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """``[batch]``: the attention uniform attention would put on ``index`` keys, ``|V| / K``.
+
+    ``index`` and ``visible``: bool ``[batch, keys]``; ``K`` counts the visible keys.
+    """
+    return (index & visible).sum(1).float() / visible.sum(1).clamp(min=1).float()
+
+
+def normalised_entropy(rows: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """``[batch, layers, heads]``: ``H(row) / log K`` over the visible keys (1 = uniform, 0 = one key)."""
+    p = rows.clamp(min=0)
+    h = -(p * torch.log(p.clamp(min=1e-12))).sum(-1)
+    k = visible.sum(1).float().clamp(min=2)
+    return h / torch.log(k)[:, None, None].to(h.device)

