@@ -12,6 +12,8 @@ Head sets for ``k`` heads (:func:`head_sets`), each a list of ``(layer, head)``:
 - ``"top"``: the ``k`` heads with the highest visual-head score (the detection score by default);
 - ``"random"``: as many heads *per stage* as ``"top"`` has there, drawn uniformly from that stage's
   other heads with a fixed seed (the released code's random control: same stages, fixed seed);
+- ``"random_layer"``: as many heads *per layer* as ``"top"`` has there, drawn from that layer's other
+  heads (a stricter control: same depth);
 - ``"early"`` / ``"middle"`` / ``"late"``: ``k`` heads of that stage (capped at the stage's size),
   either its ``k`` best by score (``stage_order="score"``, default) or drawn at random
   (``stage_order="random"``).
@@ -116,6 +118,28 @@ def random_same_stage(reference: Sequence[Head], n_layers: int, n_heads: int, se
     return sorted(out)
 
 
+def random_same_layer(reference: Sequence[Head], n_heads: int, seed: int = 0) -> list[Head]:
+    """Random heads with the same count *per layer* as ``reference``, its own heads avoided where possible.
+
+    For each layer holding ``c`` heads of ``reference``, ``c`` of that layer's other heads are drawn without
+    replacement (``numpy.random.default_rng(seed)``, layers in increasing order); when fewer than ``c`` other
+    heads exist, all are taken and the rest drawn from ``reference``'s heads in that layer. A stricter control
+    than :func:`random_same_stage`: it also matches depth within a stage. Returns a sorted list.
+    """
+    rng = np.random.default_rng(seed)
+    ref = sorted(set(reference))
+    out: list[Head] = []
+    for layer in sorted({lyr for lyr, _ in ref}):
+        own = [h for lyr, h in ref if lyr == layer]
+        others = [h for h in range(n_heads) if h not in own]
+        if len(own) <= len(others):
+            picked = [others[i] for i in rng.choice(len(others), len(own), replace=False)]
+        else:
+            picked = others + [own[i] for i in rng.choice(len(own), len(own) - len(others), replace=False)]
+        out += [(layer, h) for h in picked]
+    return sorted(out)
+
+
 def stage_subset(scores: np.ndarray, stage: str, k: int, order: str = "score", seed: int = 0) -> list[Head]:
     """``k`` heads of one stage (capped at its size): its best by ``scores`` or drawn at random (``order``)."""
     n_layers, n_heads = scores.shape
@@ -146,10 +170,13 @@ def head_sets(scores: np.ndarray, k: int, conditions: Sequence[str] = CONDITIONS
             out[cond] = top
         elif cond == "random":
             out[cond] = random_same_stage(top, n_layers, n_heads, seed=seed + k)
+        elif cond == "random_layer":
+            out[cond] = random_same_layer(top, n_heads, seed=seed + k)
         elif cond in metrics.STAGES:
             out[cond] = stage_subset(scores, cond, k, stage_order, seed=seed + k)
         else:
-            raise ValueError(f"unknown condition {cond!r}; known: top, random, {', '.join(metrics.STAGES)}")
+            raise ValueError(f"unknown condition {cond!r}; known: top, random, random_layer, "
+                             f"{', '.join(metrics.STAGES)}")
     return out
 
 
@@ -185,7 +212,7 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
     """Accuracy on ``samples`` as ``k`` heads are masked under each condition: one row per (condition, k, draw, sample).
 
     ``k = 0`` (nothing masked) is run once and shared by every condition, so all curves start at the
-    unmasked accuracy. ``random_draws``: independent random same-stage sets per ``k`` (draw ``d`` uses
+    unmasked accuracy. ``random_draws``: independent random same-stage (and same-layer) sets per ``k`` (draw ``d`` uses
     seed ``seed + k + 7919 * d``); :func:`curve_table` averages over them, since one draw is a noisy
     control. Columns: ``model``, ``condition``, ``k`` (asked), ``draw``, ``n_masked`` (masked, after
     capping stage conditions at the stage size), ``early`` / ``middle`` / ``late`` (masked heads per
@@ -200,9 +227,12 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
     for k in sorted(set(ks)):
         sets = head_sets(scores, k, conditions, seed, stage_order)
         jobs = [(cond, 0, heads) for cond, heads in sets.items()]
+        top = head_sets(scores, k, ("top",), seed, stage_order)["top"]
         if "random" in sets:
-            top = head_sets(scores, k, ("top",), seed, stage_order)["top"]
             jobs += [("random", d, random_same_stage(top, n_layers, n_heads, seed=seed + k + 7919 * d))
+                     for d in range(1, random_draws)]
+        if "random_layer" in sets:
+            jobs += [("random_layer", d, random_same_layer(top, n_heads, seed=seed + k + 7919 * d))
                      for d in range(1, random_draws)]
         for cond, draw, heads in jobs:
             key = tuple(heads)

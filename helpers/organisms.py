@@ -80,7 +80,7 @@ class Recipe:
     base_lm: str
     variant: str  # "frozen" (projector only) or "lora" (projector + LoRA on q, k, v, o)
     stage1_steps: int = 150
-    stage2_steps: int = 300
+    stage2_steps: int = 150
     batch_size: int = 16
     stage1_lr: float = 1e-3
     projector_lr: float = 5e-4
@@ -482,6 +482,47 @@ def attention_statistics(model: Any, processor: Any, samples: Sequence[data.Samp
 
 
 # ---------------------------------------------------------------------------------------------
+# Masking (fixed before any organism was trained: k, draws, controls, sample sets)
+
+MASKING_KS = (1, 2, 4, 8, 16, 32)  # plus 10% of all heads (:func:`masking_ks`)
+MASKING_DRAWS = 10
+MASKING_CONDITIONS = ("top", "random", "random_layer")
+
+
+def masking_ks(total_heads: int) -> list[int]:
+    """The k range of the masking experiment: :data:`MASKING_KS` and 10% of all heads, within the model."""
+    return sorted({k for k in (*MASKING_KS, round(0.1 * total_heads)) if 0 < k <= total_heads} | {0})
+
+
+def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples: int = 96,
+            draws: int = MASKING_DRAWS, batch_size: int = 16) -> tuple[pd.DataFrame, str]:
+    """Mask the top visual heads on held-out scenes against random same-stage and same-layer heads.
+
+    Heads are ranked (:func:`helpers.ablation.visual_head_scores`, the detection score over correctly
+    answered samples) on counting samples with the box drawn from seed ``HELD_OUT_SEED + 1``, and masked
+    on other counting samples (both prompt kinds) from :data:`HELD_OUT_SEED`: the two sets come from
+    different seeds, so they share no scene. Returns the per-(condition, k) table with the accuracy's
+    spread over random draws (``lo``/``hi``: min and max over draws; the top condition's 95% Wilson
+    interval) and the ranking note.
+    """
+    rank = tasks.count_samples(HELD_OUT_SEED + 1, rank_samples, prompt_kinds=("visual",))
+    held = tasks.count_samples(HELD_OUT_SEED, eval_samples)
+    res = extract.head_results(model, processor, rank, batch_size=batch_size, dataset="scenes-count ranking")
+    scores, note = ablation.visual_head_scores(res)
+    per_sample = ablation.masking_curve(model, processor, held, scores, masking_ks(scores.size),
+                                        conditions=MASKING_CONDITIONS, random_draws=draws, batch_size=batch_size)
+    per_draw = per_sample.groupby(["condition", "k", "draw"])["correct"].agg(["mean", "sum", "count"]).reset_index()
+    rows = []
+    for (cond, k), g in per_draw.groupby(["condition", "k"], sort=False):
+        lo, hi = ((g["mean"].min(), g["mean"].max()) if len(g) > 1 else
+                  wilson(int(g["sum"].iloc[0]), int(g["count"].iloc[0])))
+        rows.append({"condition": cond, "k": int(k), "accuracy": round(float(g["mean"].mean()), 4),
+                     "lo": round(float(lo), 4), "hi": round(float(hi), 4), "draws": len(g),
+                     "samples": int(g["count"].iloc[0])})
+    return pd.DataFrame(rows), note
+
+
+# ---------------------------------------------------------------------------------------------
 # Model cards
 
 CI_SEED, CI_SAMPLES = 11, 16  # the small fixed set CI re-evaluates every organism on (card: "ci_check")
@@ -573,11 +614,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     e.add_argument("--seed", type=int, required=True)
     e.add_argument("--samples", type=int, default=96, help="samples per task set")
     e.add_argument("--image", choices=("scene", "blank"), default="scene")
+    m = sub.add_parser("masking", help="top visual heads vs random same-stage/same-layer heads -> masking.json")
+    m.add_argument("folder", type=Path)
+    m.add_argument("--samples", type=int, default=96, help="ranking and evaluation samples (each)")
+    m.add_argument("--draws", type=int, default=MASKING_DRAWS)
     c = sub.add_parser("card", help="held-out evaluation and attention statistics -> card.json, README.md")
     c.add_argument("folder", type=Path)
     c.add_argument("--samples", type=int, default=200)
     args = parser.parse_args(argv)
-    if args.command == "card":
+    if args.command == "masking":
+        model, processor = load(args.folder, check=False)
+        table, note = masking(model, processor, rank_samples=args.samples, eval_samples=args.samples,
+                              draws=args.draws)
+        (args.folder / "masking.json").write_text(json.dumps({"ranking": note, "rows": table.to_dict("records")},
+                                                             indent=1) + "\n")
+        print(table.to_string(index=False))
+    elif args.command == "card":
         print(json.dumps(card(args.folder, samples=args.samples)["scene"]))
     elif args.command == "evaluate":
         if args.samples < 1:

@@ -230,3 +230,16 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_allclose(scores2, scores)
     with pytest.raises(FileNotFoundError, match="ablation.save"):
         ablation.load(tmp_path)
+
+
+def test_random_same_layer_matches_layers_and_avoids_the_reference():
+    ref = [(0, 1), (0, 2), (3, 0)]
+    drawn = ablation.random_same_layer(ref, n_heads=4, seed=3)
+    assert sorted(lyr for lyr, _ in drawn) == [0, 0, 3]
+    assert not set(drawn) & set(ref)
+    assert ablation.random_same_layer(ref, n_heads=4, seed=3) == drawn
+    full = [(1, h) for h in range(3)]  # a layer with fewer other heads than asked: all of them, then own heads
+    crowded = ablation.random_same_layer(full, n_heads=4, seed=0)
+    assert (1, 3) in crowded and len(set(crowded)) == 3 and {lyr for lyr, _ in crowded} == {1}
+    sets = ablation.head_sets(np.arange(24, dtype=float).reshape(6, 4), 3, ("top", "random_layer"), seed=1)
+    assert sorted(lyr for lyr, _ in sets["random_layer"]) == sorted(lyr for lyr, _ in sets["top"])

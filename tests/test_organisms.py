@@ -138,3 +138,23 @@ def test_vision_tower_data_matches_its_recorded_digest():
     processor = assemble.build_processor("smollm2-135m")
     recipe = organisms.VisionRecipe(**meta["recipe"])
     assert organisms.data_digest(processor, recipe) == meta["data_digest"]
+
+
+COMMITTED = sorted(p for p in organisms.ORGANISMS_DIR.glob("*") if (p / "organism.json").is_file())
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_organism_loads_and_scores_as_its_card_says(folder):
+    """Rebuilt from the base LM plus its shipped parts, each organism gets, on the small fixed CI set, the
+    accuracy its card recorded (greedy answers on CPU are deterministic; one answer of slack per set)."""
+    card = json.loads((folder / "card.json").read_text())
+    model, processor = models.load(folder, check=False)
+    got = organisms.evaluate(model, processor, seed=organisms.CI_SEED, samples=organisms.CI_SAMPLES)
+    for name, recorded in card["ci_check"].items():
+        assert abs(got[name]["accuracy"] - recorded) <= 1 / got[name]["n"] + 1e-9, (name, got[name], recorded)
+
+
+def test_every_recipe_has_a_committed_organism_within_the_size_budget():
+    assert [p.name for p in COMMITTED] == sorted(organisms.RECIPES)
+    total = sum(f.stat().st_size for f in organisms.ORGANISMS_DIR.rglob("*") if f.is_file())
+    assert total <= 40 * 2**20, f"data/organisms holds {total / 2**20:.1f} MiB; the budget is 40 MiB"
