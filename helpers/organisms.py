@@ -50,7 +50,7 @@ from safetensors.torch import load_file, save_file
 
 from . import ablation, assemble, baselm, capture, data, extract, layout, metrics, scenes, tasks
 from .env import DATA_DIR, REPO_ROOT
-from .models import TEMPLATES, load
+from .models import TEMPLATES, load, toy_models
 
 ORGANISMS_DIR = DATA_DIR / "organisms"
 VISION_DIR = ORGANISMS_DIR / "vision-tower"
@@ -481,6 +481,42 @@ def attention_statistics(model: Any, processor: Any, samples: Sequence[data.Samp
     return table
 
 
+def head_maps(model: Any, processor: Any, *, n: int = 96, batch_size: int = 16) -> dict:
+    """Per-head maps ``[layers][heads]`` on the ranking set (counting, box drawn, seed ``HELD_OUT_SEED + 1``).
+
+    ``detection``: the visual-head score (:func:`helpers.ablation.visual_head_scores`) with its note;
+    ``weight``: mean attention weight on the image tokens over all samples.
+    """
+    rank = tasks.count_samples(HELD_OUT_SEED + 1, n, prompt_kinds=("visual",))
+    res = extract.head_results(model, processor, rank, batch_size=batch_size, dataset="scenes-count ranking")
+    scores, note = ablation.visual_head_scores(res)
+    clean = lambda a: np.round(np.nan_to_num(np.asarray(a, dtype=float), nan=0.0), 5).tolist()  # noqa: E731
+    return {"detection": clean(scores), "detection_note": note, "weight": clean(res.per_head("weight")),
+            "samples": n, "accuracy": round(float(res.correct_mask().mean()), 4)}
+
+
+def agreement(cards: dict[str, dict], metas: dict[str, dict], *, score: str = "detection") -> pd.DataFrame:
+    """Pairwise agreement of the organisms' ``score`` maps, each pair on the basis its origin allows.
+
+    Same base LM (within family): the heads correspond, so head-by-head Pearson and Spearman of the maps.
+    Different base LMs (across family): heads do not correspond and depths differ, so the correlation of the
+    layer-mean profiles on normalised depth (:func:`helpers.metrics.profile_correlation`, 20 points).
+    """
+    names = [n for n in cards if "head_maps" in cards[n]]
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ma = torch.tensor(cards[a]["head_maps"][score])
+            mb = torch.tensor(cards[b]["head_maps"][score])
+            same = metas[a]["base_lm"] == metas[b]["base_lm"]
+            row = {"a": a, "b": b, "basis": "head by head (same base LM)" if same else "depth profile (other LM)",
+                   "pearson": metrics.pearson(ma.flatten(), mb.flatten()) if same else metrics.profile_correlation(ma, mb),
+                   "spearman": metrics.spearman(ma.flatten(), mb.flatten()) if same else
+                   metrics.profile_correlation(ma, mb, method="spearman")}
+            rows.append(row)
+    return pd.DataFrame(rows).round(3) if rows else pd.DataFrame(columns=["a", "b", "basis", "pearson", "spearman"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Masking (fixed before any organism was trained: k, draws, controls, sample sets)
 
@@ -528,12 +564,13 @@ def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples:
 CI_SEED, CI_SAMPLES = 11, 16  # the small fixed set CI re-evaluates every organism on (card: "ci_check")
 
 
-def card(folder: Path, *, samples: int = 200, stats_samples: int = 48) -> dict:
+def card(folder: Path, *, samples: int = 200, stats_samples: int = 48, rank_samples: int = 96) -> dict:
     """Evaluate an organism on held-out scenes and write ``card.json`` and ``README.md`` in ``folder``.
 
     Held-out: :data:`HELD_OUT_SEED` (fixed before training; never used while developing the recipe),
     ``samples`` per task set, with the scene and with a blank image; attention statistics on
-    ``stats_samples`` counting samples (visual prompt) of the same seed; the CI set
+    ``stats_samples`` counting samples (visual prompt) of the same seed; head maps (:func:`head_maps`) on
+    ``rank_samples`` ranking samples; the CI set
     (:data:`CI_SEED`, :data:`CI_SAMPLES`) for the test that reloads the organism.
     """
     folder = Path(folder)
@@ -547,6 +584,7 @@ def card(folder: Path, *, samples: int = 200, stats_samples: int = 48) -> dict:
     }
     count = tasks.count_samples(HELD_OUT_SEED, stats_samples, prompt_kinds=("visual",))
     result["attention"] = attention_statistics(model, processor, count).round(4).to_dict(orient="list")
+    result["head_maps"] = head_maps(model, processor, n=rank_samples)
     (folder / "card.json").write_text(json.dumps(result, indent=1) + "\n")
     (folder / "README.md").write_text(card_text(assemble.read_meta(folder), result))
     return result
@@ -594,6 +632,80 @@ def card_text(meta: dict, result: dict) -> str:
     return "\n".join(lines)
 
 
+def attention_summary(table: pd.DataFrame) -> dict[str, float]:
+    """One line of :func:`attention_statistics`: means over layers, and the largest first-token share."""
+    return {"first_token_mean": round(float(table.first_token.mean()), 4),
+            "first_token_max_layer": round(float(table.first_token.max()), 4),
+            "image_weight": round(float(table.image_weight.mean()), 4),
+            "uniform_image_share": round(float(table.uniform_image_share.iloc[0]), 4),
+            "image_vs_uniform": round(float(table.image_weight.mean() / table.uniform_image_share.iloc[0]), 3),
+            "entropy": round(float(table.entropy.mean()), 4)}
+
+
+def toy_attention(n: int = 48) -> dict[str, dict]:
+    """The same statistics for the old toy models (``data/toy-*``) on their own shapes set (visual prompt)."""
+    samples = data.load_shapes(prompt_kinds=("visual",))[:n]
+    out = {}
+    for folder in toy_models():
+        model, processor = load(folder, check=False)
+        out[Path(folder).name] = attention_summary(attention_statistics(model, processor, samples))
+    return out
+
+
+def collection_readme(folder: Path = ORGANISMS_DIR) -> str:
+    """``data/organisms/README.md``: every organism's card numbers side by side, and the old toys' attention."""
+    cards = {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/card.json"))}
+    metas = {name: assemble.read_meta(folder / name) for name in cards}
+    lines = ["# LLaVA organisms on real pretrained text LMs", "",
+             "Small LLaVA models built on SmolLM2-135M-Instruct and Gemma-3-270M (installed from package wheels, "
+             "dequantized from 4-bit GGUF), trained on CPU with the LLaVA recipe on synthetic scenes "
+             "(`helpers/organisms.py` says how; each folder's README is its model card). Only the trained parts "
+             "are here; `helpers.models.load(folder)` rebuilds the model. This page is written by "
+             "`python -m helpers.organisms summary` from the cards.", "",
+             f"## Held-out accuracy (seed {organisms_seed(cards)})", "",
+             "| organism | base LM | variant | count (box drawn) | count (box in words) | yes/no | multiple choice "
+             "| blank image: count / yes/no / choice | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, c in cards.items():
+        sc, bl, m = c["scene"], c["blank"], metas[name]
+        by = sc["scenes-count"].get("by_prompt_kind", {})
+        lines.append(f"| {name} | {m['base_lm']} | {m['variant']} | {by.get('visual', float('nan')):.3f} | "
+                     f"{by.get('plain', float('nan')):.3f} | {sc['scenes-pope']['accuracy']:.3f} | "
+                     f"{sc['scenes-choice']['accuracy']:.3f} | {bl['scenes-count']['accuracy']:.3f} / "
+                     f"{bl['scenes-pope']['accuracy']:.3f} / {bl['scenes-choice']['accuracy']:.3f} | "
+                     f"{m.get('train_seconds', '?')} |")
+    first = next(iter(cards.values()), None)
+    if first:
+        lines += ["", "Chance: " + ", ".join(f"{k} {v['chance']:.3f}" for k, v in first["scene"].items())
+                  + f"; {first['samples']} samples per task set (95% intervals in each card)."]
+    table = agreement(cards, metas)
+    if len(table):
+        lines += ["", "## Agreement of the visual-head maps (detection score, ranking set)", "",
+                  "Within a family the heads correspond (same pretrained LM), so maps are compared head by head; "
+                  "across families they do not, so only layer profiles on normalised depth are compared.", "",
+                  "| a | b | basis | Pearson | Spearman |", "|---|---|---|---|---|"]
+        lines += [f"| {r.a} | {r.b} | {r.basis} | {r.pearson:.3f} | {r.spearman:.3f} |" for r in table.itertuples()]
+    lines += ["", "## Attention before any masking, next to the old toy models", "",
+              "Row that predicts the answer, counting question with the box drawn; means over samples, heads "
+              "and layers (first-token max: the layer with the largest mean share).", "",
+              "| model | first token (mean) | first token (max layer) | image weight | uniform share | x uniform | "
+              "entropy / log K |", "|---|---|---|---|---|---|---|"]
+    rows = {name: attention_summary(pd.DataFrame(c["attention"])) for name, c in cards.items()}
+    toys_path = folder / "toys_attention.json"
+    if toys_path.is_file():
+        rows.update({f"{k} (old toy)": v for k, v in json.loads(toys_path.read_text()).items()})
+    for name, a in rows.items():
+        lines.append(f"| {name} | {a['first_token_mean']:.3f} | {a['first_token_max_layer']:.3f} | "
+                     f"{a['image_weight']:.3f} | {a['uniform_image_share']:.3f} | {a['image_vs_uniform']:.2f} | "
+                     f"{a['entropy']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def organisms_seed(cards: dict) -> str:
+    """The held-out seed the cards share (or the distinct seeds, if they differ)."""
+    seeds = sorted({str(c["held_out_seed"]) for c in cards.values()})
+    return ", ".join(seeds) or "none yet"
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 
@@ -621,8 +733,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     c = sub.add_parser("card", help="held-out evaluation and attention statistics -> card.json, README.md")
     c.add_argument("folder", type=Path)
     c.add_argument("--samples", type=int, default=200)
+    sm = sub.add_parser("summary", help="data/organisms/README.md from the cards (--toys: re-measure old toys)")
+    sm.add_argument("--toys", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "masking":
+    if args.command == "summary":
+        if args.toys:
+            (ORGANISMS_DIR / "toys_attention.json").write_text(json.dumps(toy_attention(), indent=1) + "\n")
+        (ORGANISMS_DIR / "README.md").write_text(collection_readme())
+        print((ORGANISMS_DIR / "README.md").read_text())
+    elif args.command == "masking":
         model, processor = load(args.folder, check=False)
         table, note = masking(model, processor, rank_samples=args.samples, eval_samples=args.samples,
                               draws=args.draws)
