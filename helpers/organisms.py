@@ -323,7 +323,8 @@ def stage1(recipe: Recipe, model: Any, processor: Any) -> dict:
                  recipe.stage1_steps, lambda s: caption_examples(recipe.data_seed, s, recipe.batch_size),
                  template, warmup=max(1, int(recipe.warmup_share * recipe.stage1_steps)))
     proj.requires_grad_(False)
-    meta = {"log": log, "seconds": round(time.time() - start, 1), "key": recipe.stage1_key()}
+    meta = {"log": log, "seconds": round(time.time() - start, 1), "key": recipe.stage1_key(),
+            "data_digest": examples_digest(caption_examples(recipe.data_seed, 0, recipe.batch_size))}
     cache.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in proj.state_dict().items()}, str(cache / "projector.safetensors"))
     (cache / "stage1.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -355,7 +356,16 @@ def stage2(recipe: Recipe, model: Any, processor: Any) -> dict:
                  lambda s: task_examples(recipe.data_seed + 1, s, recipe.batch_size, recipe.mix),
                  baselm.spec(recipe.base_lm).template, warmup=max(1, int(recipe.warmup_share * recipe.stage2_steps)))
     model.requires_grad_(False)
-    return {"log": log, "seconds": round(time.time() - start, 1)}
+    return {"log": log, "seconds": round(time.time() - start, 1), "data_digest": examples_digest(
+        task_examples(recipe.data_seed + 1, 0, recipe.batch_size, recipe.mix))}
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """sha256 (12 hex) of examples' prompts, answers and image pixels: changes when the task code changes."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(e.prompt.encode() + b"\0" + e.answer.encode() + b"\0" + e.image.tobytes())
+    return digest.hexdigest()[:12]
 
 
 def build(name: str, out: Path | None = None, *, recipe: Recipe | None = None) -> Path:

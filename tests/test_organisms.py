@@ -158,3 +158,12 @@ def test_every_recipe_has_a_committed_organism_within_the_size_budget():
     assert [p.name for p in COMMITTED] == sorted(organisms.RECIPES)
     total = sum(f.stat().st_size for f in organisms.ORGANISMS_DIR.rglob("*") if f.is_file())
     assert total <= 40 * 2**20, f"data/organisms holds {total / 2**20:.1f} MiB; the budget is 40 MiB"
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_organism_was_trained_on_what_the_task_code_draws(folder):
+    """The first stage-2 batch of the recipe, drawn by today's helpers.tasks, is the one training saw."""
+    meta = json.loads((folder / "organism.json").read_text())
+    recipe = organisms.Recipe(**meta["recipe"])
+    batch = organisms.task_examples(recipe.data_seed + 1, 0, recipe.batch_size, recipe.mix)
+    assert organisms.examples_digest(batch) == meta["stage2"]["data_digest"]
