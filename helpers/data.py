@@ -19,6 +19,7 @@ Bad input raises a :class:`DataError` subclass naming the sample and what to do.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import random
 import re
@@ -655,6 +656,48 @@ def load_shapes(folder: str | Path = SHAPES_DIR, split: str = "test", **kwargs: 
     return load_pointqa(path, folder, benchmark="shapes-pointqa", **kwargs)
 
 
+def load_scenes_count(folder: str | Path | None = None, **kwargs: Any) -> SampleList:
+    """The scenes-v2 counting set (``data/scenes-count``; ViP-LLaVA json) through :func:`load_pointqa`.
+
+    Plain prompts give the box as coordinates (``PointQAOptions(plain_text="coordinates")`` unless
+    ``options=`` is passed). ``meta`` adds what ``meta.json`` records (scene, group sizes, image id).
+    """
+    folder = Path(folder or DATA_DIR / "scenes-count")
+    kwargs.setdefault("options", PointQAOptions(plain_text="coordinates"))
+    samples = load_pointqa(folder / "test.json", folder, benchmark="scenes-count", **kwargs)
+    return _scenes_meta(samples, folder, "scenes-count")
+
+
+def load_scenes_pope(folder: str | Path | None = None, *, category: str | None = "adversarial",
+                     **kwargs: Any) -> SampleList:
+    """The scenes-v2 POPE set (``data/scenes-pope``, lmms-lab POPE columns) through :func:`load_pope`;
+    ``category``: random, popular, adversarial (default, as :func:`load_pope`) or None for all three."""
+    folder = Path(folder or DATA_DIR / "scenes-pope")
+    samples = load_pope(folder / "test.json", category=category, image_folder=folder, **kwargs)
+    return _scenes_meta(samples, folder, "scenes-pope")
+
+
+def load_scenes_choice(folder: str | Path | None = None, **kwargs: Any) -> SampleList:
+    """The scenes-v2 multiple-choice set (``data/scenes-choice``, MMBench columns) through :func:`load_mmbench`."""
+    folder = Path(folder or DATA_DIR / "scenes-choice")
+    samples = load_mmbench(folder / "test.json", image_folder=folder, **kwargs)
+    return _scenes_meta(samples, folder, "scenes-choice")
+
+
+def _scenes_meta(samples: SampleList, folder: Path, benchmark: str) -> SampleList:
+    """Samples of a ``data/scenes-*`` set with what its ``meta.json`` adds to the benchmark's own columns:
+    the benchmark name, the sample id, ``meta`` (task fields and the scene of the image), and the box of
+    a visual prompt (``records[row id]``: ``{"id"?, "meta", "boxes"?}``; ``scenes[image id]``)."""
+    extra = json.loads((folder / "meta.json").read_text())
+    for s in samples:
+        row = extra["records"][s.meta.get("record_id", s.id)]
+        s.benchmark, s.id = benchmark, row.get("id", s.id)
+        s.meta.update(row["meta"], **extra["scenes"][row["meta"]["image_id"]])
+        if row.get("boxes"):
+            s.boxes, s.prompt_kind = tuple(tuple(float(v) for v in b) for b in row["boxes"]), "visual"
+    return samples
+
+
 def load_pope(data_files: str | Path | Sequence[str | Path] | None = None, *, category: str | None = "adversarial",
               image_folder: str | Path | None = None, limit: int | None = None, on_error: OnError = "raise",
               revision: str | None = None) -> SampleList:
@@ -684,15 +727,17 @@ def load_pope(data_files: str | Path | Sequence[str | Path] | None = None, *, ca
 
 
 def load_mmbench(data_files: str | Path | Sequence[str | Path] | None = None, *, limit: int | None = None,
-                 on_error: OnError = "raise", revision: str | None = None) -> SampleList:
-    """MMBench dev-en: ``index``, ``question``, ``hint`` (not used, as in the paper), ``A``–``D``, ``answer``, ``image``."""
+                 on_error: OnError = "raise", revision: str | None = None,
+                 image_folder: str | Path | None = None) -> SampleList:
+    """MMBench dev-en: ``index``, ``question``, ``hint`` (not used, as in the paper), ``A``–``D``, ``answer``, ``image``
+    (an image, or a file name under ``image_folder``)."""
     rows = load_rows("mmbench", data_files, revision)
 
     def make(row: dict, i: int) -> list[Sample]:
         sid = _row_id(row, i)
         options = _present(row.get(letter) for letter in "ABCD")
         return [_choice_sample(sid, row, row["question"], options, str(row["answer"]).strip(), "mmbench",
-                               multiple_choice_prompt(row["question"], options), None,
+                               multiple_choice_prompt(row["question"], options), image_folder,
                                {"category": row.get("category")})]
 
     return _collect("mmbench", rows, make, on_error, limit)
@@ -775,7 +820,8 @@ def model_inputs(samples: Sequence[Sample], spec: Any) -> tuple[list[Image.Image
 
 LOADERS: dict[str, Callable[..., SampleList]] = {
     "pointqa": load_pointqa, "shapes-pointqa": load_shapes, "pope": load_pope, "mmbench": load_mmbench,
-    "seed": load_seed, "qbench": load_qbench,
+    "seed": load_seed, "qbench": load_qbench, "scenes-count": load_scenes_count, "scenes-pope": load_scenes_pope,
+    "scenes-choice": load_scenes_choice,
 }
 
 

@@ -42,7 +42,8 @@ KINDS = ("circle", "square", "triangle", "diamond")
 SUPER = {"circle": "round", "square": "angular", "triangle": "angular", "diamond": "angular"}
 COLOURS = {"blue": (30, 80, 230), "green": (20, 160, 40), "yellow": (235, 190, 0),
            "purple": (140, 50, 190), "cyan": (0, 200, 215)}
-POSITIONS = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
+POSITIONS = ("top left", "top", "top right", "left", "centre", "right",
+             "bottom left", "bottom", "bottom right")
 PREPOSITIONS = {"top left": "at the top left", "top": "at the top", "top right": "at the top right",
                 "left": "on the left", "centre": "in the centre", "right": "on the right",
                 "bottom left": "at the bottom left", "bottom": "at the bottom",
@@ -66,7 +67,7 @@ PixelBox = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class Shape:
-    """One object: ``kind`` in :data:`KINDS`, ``colour`` in :data:`COLOURS`, pixel ``box`` (x2/y2 exclusive)."""
+    """One object: ``kind`` in :data:`KINDS`, ``colour`` in :data:`COLOURS`, pixel ``box``."""
 
     kind: str
     colour: str
@@ -112,7 +113,7 @@ class Scene:
         return self.group_sizes[self.target_type]
 
     def to_dict(self) -> dict:
-        """A JSON-ready description: ``{"size": [W, H], "objects": [{"kind", "colour", "box"}], "target"}``."""
+        """For JSON: ``{"size": [W, H], "target": i, "objects": [{"kind", "colour", "box"}, ...]}``."""
         return {"size": list(self.size), "target": self.target,
                 "objects": [{"kind": o.kind, "colour": o.colour, "box": list(o.box)} for o in self.objects]}
 
@@ -204,7 +205,7 @@ def _weighted(rng: np.random.Generator, pool: Sequence[Type], weights: dict[Type
 
 
 def _check_size_sets(size_sets: tuple, max_count: int, max_objects: int) -> None:
-    """Raise ValueError unless the sets' target counts partition ``1..max_count`` into 4-group sets that fit."""
+    """Raise ValueError unless the target counts partition ``1..max_count`` into 4-group sets that fit."""
     targets = sorted(t for _, ts in size_sets for t in ts)
     fits = all(len(s) == 4 and set(ts) <= set(s) and sum(s) <= max_objects for s, ts in size_sets)
     if targets != list(range(1, max_count + 1)) or not fits:
@@ -225,7 +226,8 @@ def _balanced_groups(rng: np.random.Generator, target: Type, count: int, weights
     return [(target, count)] + list(zip(types, sizes, strict=True))
 
 
-def _free_types(rng: np.random.Generator, target: Type, weights: dict[Type, float], colour_groups: tuple[int, int],
+def _free_types(rng: np.random.Generator, target: Type, weights: dict[Type, float],
+                colour_groups: tuple[int, int],
                 kind_groups: tuple[int, int], other_groups: tuple[int, int]) -> list[Type]:
     """Distractor types of the free layout: those sharing the target's colour, its kind, then neither."""
     kind, colour = target
@@ -280,7 +282,8 @@ def _free_spot(rng: np.random.Generator, boxes: list[PixelBox], side: int, size:
         return int(xs[0]), int(ys[0]), int(xs[0]) + side, int(ys[0]) + side
     b = np.asarray(boxes)[None]  # [1, n, 4]
     x, y = xs[:, None], ys[:, None]
-    clash = (x < b[..., 2] + gap) & (b[..., 0] < x + side + gap) & (y < b[..., 3] + gap) & (b[..., 1] < y + side + gap)
+    clash = ((x < b[..., 2] + gap) & (b[..., 0] < x + side + gap)
+             & (y < b[..., 3] + gap) & (b[..., 1] < y + side + gap))
     free = np.flatnonzero(~clash.any(axis=1))
     if free.size == 0:
         return None
@@ -328,7 +331,7 @@ def render(scene: Scene, *, box: bool = False, line_width: int | None = None) ->
 
 
 def object_map(scene: Scene) -> np.ndarray:
-    """``[H, W]`` int array: ``i + 1`` where object ``i`` is drawn (same rasterisation as :func:`render`), else 0."""
+    """``[H, W]`` ints: ``i + 1`` where object ``i`` is drawn (rasterised as by :func:`render`), else 0."""
     img = Image.new("I", scene.size, 0)
     draw = ImageDraw.Draw(img)
     for i, shape in enumerate(scene.objects):
@@ -370,7 +373,8 @@ def patch_bounds(size: int, grid: int) -> list[tuple[int, int]]:
     return [(i * size // grid, (i + 1) * size // grid) for i in range(grid)]
 
 
-def patch_labels(scene: Scene, *, grid: int = PATCH_GRID, min_share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def patch_labels(scene: Scene, *, grid: int = PATCH_GRID,
+                 min_share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Per-patch colour and kind labels, two int64 arrays ``[grid, grid]`` (row, column).
 
     A patch's label is that of the object with the most pixels in it, when those pixels cover at least

@@ -1,4 +1,4 @@
-"""Scenes v2: deterministic, non-overlapping, patch-sized objects; labels, captions and the box match pixels."""
+"""Scenes v2: deterministic, non-overlapping, patch-sized objects; labels, captions and box match pixels."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def test_counts_cover_one_to_six_about_uniformly():
     assert min(counts.values()) > 600 / 6 * 0.7
 
 
-@pytest.mark.parametrize("size,layout", [((160, 160), "balanced"), ((160, 160), "free"), ((336, 336), "balanced"),
-                                         ((200, 160), "free")])
+@pytest.mark.parametrize("size,layout", [((160, 160), "balanced"), ((160, 160), "free"),
+                                         ((336, 336), "balanced"), ((200, 160), "free")])
 def test_objects_inside_disjoint_with_gap_and_sized(size, layout):
     gap = scenes.paper_line_width(size) + 2
     for scene in _scenes(60, seed=1, size=size, layout=layout):
