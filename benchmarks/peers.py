@@ -71,6 +71,7 @@ LABELS = {"plain": "plain sdpa `generate` (no capture)", "ours": "this project (
 GEOMETRIES = {"LLaVA-1.5": "llava-v1.5-7b", "LLaVA-1.6": "llava-v1.6-vicuna-7b"}
 EAGER_KERNEL = {"eager", "nnsight", "tlens"}
 MIB = 2**20
+NICE = 15  # every measurement process runs at this niceness (the machine is shared)
 
 Rows = dict[str, Any]  # {"prompt_end": [layers, heads, keys], "answer": [layers, heads, keys + 1]}
 
@@ -401,7 +402,7 @@ def run_one(sweep: Sweep, method: str, geometry: str, layers: int, repeat: int) 
     record_file = sweep.rows_dir / f"record-{os.getpid()}.json"
     record_file.unlink(missing_ok=True)
     rows = sweep.rows_dir / f"{geometry}-{layers}-{method}.pt"
-    cmd = ["nice", "-n", "15", sys.executable, str(Path(__file__).resolve()), "worker", "--method", method,
+    cmd = ["nice", "-n", str(max(0, NICE - os.nice(0))), sys.executable, str(Path(__file__).resolve()), "worker", "--method", method,
            "--geometry", geometry, "--layers", str(layers), "--repeat", str(repeat), "--rows", str(rows),
            "--record", str(record_file), *sweep.worker_args]
     if sweep.cap.path:
@@ -411,17 +412,21 @@ def run_one(sweep: Sweep, method: str, geometry: str, layers: int, repeat: int) 
     sweep.cap.reset()
     start, peak_rss, killed = time.time(), 0, ""
     with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
-        while proc.poll() is None:
-            rss = _rss_bytes(proc.pid)
-            peak_rss = max(peak_rss, rss)
-            if rss > sweep.cap.cap * (1.02 if sweep.cap.path else 1.0):
-                killed = "oom"
-            elif time.time() - start > sweep.timeout_s:
-                killed = "timeout"
-            if killed:
-                proc.kill()
-                break
-            time.sleep(0.1)
+        try:
+            while proc.poll() is None:
+                rss = _rss_bytes(proc.pid)
+                peak_rss = max(peak_rss, rss)
+                if rss > sweep.cap.cap * (1.02 if sweep.cap.path else 1.0):
+                    killed = "oom"
+                elif time.time() - start > sweep.timeout_s:
+                    killed = "timeout"
+                if killed:
+                    proc.kill()
+                    break
+                time.sleep(0.1)
+        except BaseException:  # Ctrl-C: stop the worker too, record nothing
+            proc.kill()
+            raise
         stderr = proc.stderr.read() if proc.stderr else ""
         code = proc.wait()
     if not killed and code == 0 and record_file.exists():
