@@ -693,9 +693,15 @@ def main(argv: list[str] | None = None) -> None:
     return None
 
 
+def model_depth(folder: str) -> int:
+    """Decoder layers of the model in ``folder`` (its ``config.json``)."""
+    config = json.loads(Path(folder, "config.json").read_text())
+    return int(config.get("text_config", config)["num_hidden_layers"])
+
+
 def run_sweep_command(args: argparse.Namespace) -> None:
     """``sweep``: plan, run, render."""
-    depths = [0] if args.model else args.depths
+    depths = [model_depth(args.model)] if args.model else args.depths
     repeats = args.repeats * len(depths) if len(args.repeats) == 1 else args.repeats
     if len(repeats) != len(depths):
         raise SystemExit(f"--repeats: give one number or one per depth ({len(depths)})")
