@@ -693,6 +693,13 @@ def main(argv: list[str] | None = None) -> None:
     return None
 
 
+def rows_dir(out: Path) -> Path:
+    """Where the workers leave their rows until :func:`diffs` compares them: kept across ``--resume``."""
+    path = Path(tempfile.gettempdir()) / "visual-heads-peers-rows" / out.resolve().stem
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def model_depth(folder: str) -> int:
     """Decoder layers of the model in ``folder`` (its ``config.json``)."""
     config = json.loads(Path(folder, "config.json").read_text())
@@ -711,7 +718,7 @@ def run_sweep_command(args: argparse.Namespace) -> None:
     worker_args = ["--mlp-width", str(args.mlp_width), "--threads", str(args.threads)]
     worker_args += ["--tiny"] * args.tiny + (["--model", str(Path(args.model).resolve())] if args.model else [])
     sweep = Sweep(geometries, depths, dict(zip(depths, repeats, strict=True)), args.methods, args.out,
-                  Path(tempfile.mkdtemp(prefix="peers-rows-")), cap, args.timeout, worker_args)
+                  rows_dir(args.out), cap, args.timeout, worker_args)
     if args.model:
         models = f"Model: the local folder {args.model} (its own weights and depth), float32."
     else:
