@@ -6,13 +6,19 @@ row or file. The sweep cases run the real command in a subprocess on a tiny offl
 
 from __future__ import annotations
 
+import io
+import json
+import shutil
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
-from helpers import metrics
+from helpers import data, metrics, results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,3 +134,330 @@ def test_nan_never_ranks_first():
     scores = torch.tensor([[float("nan"), -float("inf")], [float("nan"), -float("inf")]])
     assert metrics.top_heads(scores, 4) == [(0, 1), (1, 1), (0, 0), (1, 0)]
     assert metrics.top_heads(scores, np.int64(1)) == [(0, 1)]
+
+
+def test_explorer_refuses_negative_counts():
+    from helpers import widgets
+
+    sample = data.Sample(id="s", image=Image.new("RGB", (8, 8)), question="q", answer="1", prompt="<image>\nq",
+                         benchmark="b", answer_type="count")
+    with pytest.raises(ValueError, match=r"HeadExplorer\(top_k=-2\)"):
+        widgets.HeadExplorer(None, None, [sample], top_k=-2)  # refused before the model is touched
+
+
+def test_max_new_tokens_below_what_the_rows_need_is_refused():
+    from helpers import extract
+
+    with pytest.raises(ValueError, match="max_new_tokens=1: rows='answer' needs at least 2"):
+        extract.run_batch(None, None, [], rows="answer", max_new_tokens=1)
+
+
+def test_batch_size_zero_is_refused():
+    from helpers import extract
+
+    sample = data.Sample(id="s", image=None, question="q", answer="1", prompt="<image>\nq", benchmark="b",
+                         answer_type="count")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        extract.head_results(None, None, [sample], batch_size=0)
+
+
+# ============================================================================================ data
+def _pointqa_file(tmp_path: Path, bad: dict | None = None, drop: str = "") -> Path:
+    """A PointQA parquet: record ``good`` and record ``bad`` (``bad`` overrides fields, ``drop`` removes one)."""
+    Image.new("RGB", (40, 30), (0, 0, 255)).save(tmp_path / "1.png")
+    good = {"id": "good", "image": "1.png", "general_question": "How many of these are there?",
+            "obj_question": "How many clocks are there?", "super_question": "How many devices are there?",
+            "answer": "3", "bboxes": [[5.0, 5.0, 20.0, 15.0]]}
+    record = {**good, "id": "bad", **(bad or {})}
+    if drop:
+        record[drop] = None  # a column missing in one row reads back as null
+    path = tmp_path / "pointqa.parquet"
+    datasets.Dataset.from_list([good, record]).to_parquet(str(path))
+    return path
+
+
+@pytest.mark.parametrize(("bad", "field"), [
+    ({"answer": None}, "answer"),
+    ({"answer": "many"}, "answer"),
+    ({"obj_question": None}, "obj_question"),
+    ({"general_question": "   "}, "general_question"),
+    ({"image": None}, "image"),
+    ({"bboxes": None}, "bboxes"),
+    ({"bboxes": []}, "bboxes"),
+    ({"bboxes": [[5.0, 5.0, 20.0]]}, "bboxes"),
+    ({"bboxes": [[5.0, float("nan"), 20.0, 15.0]]}, "bboxes"),
+], ids=["answer-null", "answer-not-a-count", "question-null", "question-blank", "image-null", "boxes-null",
+        "boxes-empty", "box-three-numbers", "box-nan"])
+def test_pointqa_row_fields_are_checked(tmp_path, bad, field):
+    path = _pointqa_file(tmp_path, bad)
+    with pytest.raises(data.FieldError, match=rf"sample bad: field '{field}'"):
+        data.load_pointqa(path, tmp_path)
+    samples = data.load_pointqa(path, tmp_path, on_error="skip")
+    assert {s.meta["record_id"] for s in samples} == {"good"}
+    assert samples.skipped[0][0] == "bad" and field in samples.skipped[0][1]
+
+
+def test_pointqa_negative_count_is_refused(tmp_path):
+    path = _pointqa_file(tmp_path, {"answer": "3"})
+    rows = datasets.Dataset.from_parquet(str(path)).to_list()
+    for r in rows:
+        r["answer"] = 3 if r["id"] == "good" else -1
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+    with pytest.raises(data.FieldError, match="sample bad: field 'answer' is -1"):
+        data.load_pointqa(path, tmp_path)
+
+
+def test_pointqa_reversed_box_is_refused(tmp_path):
+    path = _pointqa_file(tmp_path, {"bboxes": [[20.0, 5.0, 5.0, 15.0]]})
+    with pytest.raises(data.BoxOutsideImageError, match="sample bad: box"):
+        data.load_pointqa(path, tmp_path)
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def _image_file(tmp_path: Path) -> str:
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "img.png")
+    return str(tmp_path / "img.png")
+
+
+@pytest.mark.parametrize(("bad", "field"), [({"question": None}, "question"), ({"answer": None}, "answer"),
+                                            ({"question": ""}, "question")],
+                         ids=["question-null", "answer-null", "question-empty"])
+def test_pope_row_fields_are_checked(tmp_path, bad, field):
+    good = {"question_id": "good", "question": "Is there a dog?", "answer": "yes", "image": _image_file(tmp_path),
+            "category": "adversarial"}
+    path = _jsonl(tmp_path / "pope.json", [good, {**good, "question_id": "bad", **bad}])
+    with pytest.raises(data.FieldError, match=f"sample bad: field .*'{field}'"):
+        data.load_pope(path)
+    samples = data.load_pope(path, on_error="skip")
+    assert [s.id for s in samples] == ["good"] and samples.skipped[0][0] == "bad"
+
+
+@pytest.mark.parametrize("loader", ["mmbench", "seed"])
+@pytest.mark.parametrize(("bad", "field"), [({"question": None}, "question"), ({"answer": None}, "answer")],
+                         ids=["question-null", "answer-null"])
+def test_multiple_choice_row_fields_are_checked(tmp_path, loader, bad, field):
+    letters = {"A": "red", "B": "blue"} if loader == "mmbench" else {"choice_a": "red", "choice_b": "blue"}
+    key = "index" if loader == "mmbench" else "question_id"
+    good = {key: "good", "question": "Which colour?", **letters, "answer": "A", "image": _image_file(tmp_path)}
+    path = _jsonl(tmp_path / f"{loader}.json", [good, {**good, key: "bad", **bad}])
+    with pytest.raises(data.FieldError, match=f"sample bad: field '{field}'"):
+        data.load(loader, path)
+    assert data.load(loader, path, on_error="skip").skipped[0][0] == "bad"
+
+
+def test_qbench_missing_correct_answer_is_named(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    good = {"img_path": "a.png", "question": "Is it sharp?", "candidates": ["yes", "no"], "correct_ans": "yes"}
+    path = tmp_path / "qbench.json"
+    path.write_text(json.dumps([good, {**good, "correct_ans": None}]))
+    with pytest.raises(data.FieldError, match="sample row1: field 'correct_ans'"):
+        data.load_qbench(path, image_folder=tmp_path)
+
+
+def _bomb_limit(monkeypatch) -> None:
+    """PIL refuses images above 2 x MAX_IMAGE_PIXELS pixels: make a 40x30 image count as a bomb."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+
+
+def test_decompression_bomb_file_is_named_and_skippable(tmp_path, monkeypatch):
+    path = _pointqa_file(tmp_path)
+    _bomb_limit(monkeypatch)
+    with pytest.raises(data.ImageTooLargeError, match=r"sample good: image file .*1\.png.*MAX_IMAGE_PIXELS"):
+        data.load_pointqa(path, tmp_path)
+    with pytest.raises(data.EmptySplitError, match="2 skipped"):
+        data.load_pointqa(path, tmp_path, on_error="skip")
+
+
+def test_decompression_bomb_embedded_is_named(tmp_path, monkeypatch):
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, format="PNG")
+    sample = data.Sample(id="big", image=buf.getvalue(), question="q", answer="yes", prompt="<image>\nq",
+                         benchmark="pope", answer_type="yes_no")
+    _bomb_limit(monkeypatch)
+    with pytest.raises(data.ImageTooLargeError, match="sample big: its embedded image"):
+        sample.load_image()
+
+
+def test_16_bit_image_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 257 * 100], [65535, 257 * 3]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    image = data.open_image(tmp_path / "deep.png", "deep")
+    assert image.mode == "RGB"
+    assert np.asarray(image)[..., 0].tolist() == [[0, 100], [255, 3]]
+
+
+def test_32_bit_image_out_of_range_is_refused():
+    image = Image.fromarray(np.array([[-5, 70000]], dtype=np.int32), mode="I")
+    sample = data.Sample(id="wide", image=image, question="q", answer="yes", prompt="<image>\nq", benchmark="pope",
+                         answer_type="yes_no")
+    with pytest.raises(data.CorruptImageError, match="sample wide: a mode-I image with values from -5 to 70000"):
+        sample.load_image()
+
+
+@pytest.mark.parametrize(("box", "error"), [((1, 1, float("nan"), 5), data.FieldError),
+                                            ((1, 1, 5), data.FieldError),
+                                            ((6, 1, 2, 5), data.BoxOutsideImageError),
+                                            ((50, 50, 60, 60), data.BoxOutsideImageError)],
+                         ids=["nan", "three-numbers", "reversed", "outside"])
+def test_draw_boxes_checks_its_boxes(box, error):
+    image = Image.new("RGB", (20, 20))
+    with pytest.raises(error, match="draw_boxes: box 1"):
+        data.draw_boxes(image, [(2, 2, 8, 8), box])
+
+
+# ============================================================================================ models
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random LLaVA-1.5 folder (2 layers)."""
+    from helpers import offline
+
+    return offline.save("llava-v1.5-7b", tmp_path_factory.mktemp("m") / "tiny", tiny=True, layers=2)
+
+
+@pytest.fixture()
+def broken(tiny_model, tmp_path, monkeypatch) -> Path:
+    """A copy of the tiny model folder to break; loading weights from it fails the test (checks come first)."""
+    from transformers import AutoModelForImageTextToText
+
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_model, folder)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the check")
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", no_weights)
+    return folder
+
+
+def test_cuda_device_without_cuda(broken, monkeypatch):
+    from helpers import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(models.ModelLoadError, match=f"loading {broken}: device 'cuda' .*no CUDA device"):
+        models.load(broken, device="cuda")
+
+
+def test_device_that_is_not_a_device(broken):
+    from helpers import models
+
+    with pytest.raises(models.ModelLoadError, match=f"loading {broken}: device 'gpu' is not a torch device"):
+        models.load(broken, device="gpu")
+
+
+def test_truncated_safetensors(broken):
+    from helpers import models
+
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(models.ModelLoadError, match=f"{broken}: weights file model.safetensors is truncated"):
+        models.load(broken, device="cpu")
+
+
+def test_corrupt_safetensors_header(broken):
+    from helpers import models
+
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(models.ModelLoadError, match=f"{broken}: weights file model.safetensors is corrupt"):
+        models.load(broken, device="cpu")
+
+
+def test_missing_weight_shard(broken):
+    from helpers import models
+
+    (broken / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00002.safetensors"}}))
+    with pytest.raises(models.ModelLoadError, match=f"{broken}: .*index.json names .*model-00002"):
+        models.load(broken, device="cpu")
+
+
+@pytest.mark.parametrize("model_type", ["llavax", "llama"])
+def test_unrecognised_config(broken, model_type):
+    from helpers import models
+
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+    with pytest.raises(models.ModelLoadError, match=f"{broken}: config.json has model_type '{model_type}'"):
+        models.load(broken, device="cpu")
+
+
+def test_config_that_is_not_json(broken):
+    from helpers import models
+
+    (broken / "config.json").write_text("{ truncated")
+    with pytest.raises(models.ModelLoadError, match=f"{broken}: config.json cannot be read"):
+        models.load(broken, device="cpu")
+
+
+def test_missing_tokenizer_files(broken):
+    from helpers import models
+
+    for f in broken.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(models.ModelLoadError, match=f"{broken}: no tokenizer files"):
+        models.load(broken, device="cpu")
+
+
+# ============================================================================================ results
+def _part(index: int, sid: str, settings: dict | None = None, scores: tuple[str, ...] = ("weight",),
+          shape: tuple[int, int] = (2, 3)) -> results.Results:
+    table = pd.DataFrame({"index": [index], "sample_id": [sid], "correct": [True]})
+    return results.Results(table, {s: np.zeros((1, *shape), np.float32) for s in scores},
+                           settings if settings is not None else {"model_name": "m", "k": 0.05})
+
+
+def test_released_files_of_different_shapes_name_the_file(tmp_path):
+    torch.save(torch.rand(5, 32, 32), tmp_path / "imatt_sum.pt")
+    torch.save(torch.rand(5, 40, 40), tmp_path / "imatt_concen.pt")
+    with pytest.raises(results.ResultsError, match=r"imatt_concen\.pt holds .*\[5, 40, 40\] but .*imatt_sum\.pt"):
+        results.load_released(tmp_path)
+
+
+def test_released_files_of_different_sample_counts_name_the_file(tmp_path):
+    torch.save(torch.rand(5, 32, 32), tmp_path / "imatt_sum.pt")
+    torch.save(torch.rand(4, 32, 32), tmp_path / "spatt_sum.pt")
+    with pytest.raises(results.ResultsError, match=r"spatt_sum\.pt holds .*\[4, 32, 32\]"):
+        results.load_released(tmp_path)
+
+
+def test_released_file_that_is_not_a_tensor_is_named(tmp_path):
+    torch.save({"not": "a tensor"}, tmp_path / "imatt_sum.pt")
+    with pytest.raises(results.ResultsError, match=r"imatt_sum\.pt holds a dict"):
+        results.load_released(tmp_path)
+
+
+def test_parts_with_different_score_sets_are_refused(tmp_path):
+    results.write(_part(0, "a"), tmp_path / "part-r0-000000.parquet")
+    results.write(_part(1, "b", scores=("weight", "region_hits")), tmp_path / "part-r0-000001.parquet")
+    with pytest.raises(results.ResultsError, match=r"part-r0-000001\.parquet has scores \['region_hits', 'weight'\]"):
+        results.read_dir(tmp_path)
+
+
+def test_parts_with_different_settings_are_refused(tmp_path):
+    results.write(_part(0, "a"), tmp_path / "part-r0-000000.parquet")
+    results.write(_part(1, "b", {"model_name": "other", "k": 0.05}), tmp_path / "part-r0-000001.parquet")
+    with pytest.raises(results.ResultsError, match=r"part-r0-000001\.parquet differs .* model_name \('m' vs 'other'\)"):
+        results.read_dir(tmp_path)
+
+
+def test_parts_with_different_head_grids_are_refused():
+    with pytest.raises(results.ResultsError, match=r"part 1 has \[layers, heads\] = \[4, 4\]"):
+        results.concat([_part(0, "a"), _part(1, "b", shape=(4, 4))])
+
+
+def test_sample_written_twice_under_two_indices_is_refused(tmp_path):
+    results.write(_part(0, "a"), tmp_path / "part-r0-000000.parquet")
+    results.write(_part(1, "a"), tmp_path / "part-r0-000001.parquet")
+    with pytest.raises(results.ResultsError, match=r"written twice: sample_id \['a'\]"):
+        results.read_dir(tmp_path)
+
+
+def test_corrupt_part_names_the_file_to_delete(tmp_path):
+    results.write(_part(0, "a"), tmp_path / "part-r0-000000.parquet")
+    bad = tmp_path / "part-r0-000001.parquet"
+    bad.write_bytes(b"PAR1 truncated")
+    with pytest.raises(results.ResultsError, match=r"part-r0-000001\.parquet cannot be read.*delete this file"):
+        results.read_dir(tmp_path)
