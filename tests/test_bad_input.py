@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -461,3 +465,219 @@ def test_corrupt_part_names_the_file_to_delete(tmp_path):
     bad.write_bytes(b"PAR1 truncated")
     with pytest.raises(results.ResultsError, match=r"part-r0-000001\.parquet cannot be read.*delete this file"):
         results.read_dir(tmp_path)
+
+
+# ============================================================================================ sweep arguments
+def _args(tmp_path: Path, *extra: str):
+    from helpers import sweep
+
+    return sweep.parse_args(["--out", str(tmp_path / "out"), *extra])
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--batch-size", "0"], "--batch-size 0"),
+    (["--max-samples", "0"], "--max-samples 0"),
+    (["--max-samples", "-2"], "--max-samples -2"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0"),
+    (["--max-new-tokens", "1"], "--max-new-tokens 1: --rows answer needs at least 2"),
+    (["--benchmark", "pope", "--split", "val"], "--split val: only the shapes set has splits"),
+    (["--split", "nope"], "--split nope: the shapes set has no such split"),
+    (["--benchmark", "pope", "--data-files", "missing.json"], r"--data-files: .*missing\.json not found"),
+    (["--data-files", "x.json"], "--data-files: the shapes set is embedded"),
+    (["--benchmark", "pointqa"], "--image-folder: pointqa needs"),
+    (["--image-folder", "."], "--image-folder: shapes does not read images"),
+], ids=["batch-size", "max-samples-0", "max-samples-negative", "max-new-tokens-0", "max-new-tokens-1",
+        "split-of-pope", "unknown-split", "missing-data-file", "data-files-for-shapes", "pointqa-without-images",
+        "image-folder-for-shapes"])
+def test_sweep_arguments_are_checked(tmp_path, extra, message):
+    from helpers import sweep
+
+    with pytest.raises(sweep.SweepError, match=message):
+        sweep.check_args(_args(tmp_path, *extra))
+
+
+def test_sweep_valid_arguments_are_resolved(tmp_path):
+    from helpers import sweep
+
+    args = _args(tmp_path, "--rows", "prompt_end", "--max-new-tokens", "1", "--k", "29")
+    sweep.check_args(args)
+    assert (args.split, args.k, args.max_new_tokens) == ("test", 29, 1)
+    pope = _args(tmp_path, "--benchmark", "mmbench")
+    sweep.check_args(pope)
+    assert pope.split == "dev", "the split recorded is the one the loader reads"
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "2.5", "abc"])
+def test_sweep_k_is_checked(tmp_path, k, capsys):
+    with pytest.raises(SystemExit):
+        _args(tmp_path, "--k", k)
+    assert "argument --k" in capsys.readouterr().err
+
+
+def test_sweep_out_that_is_a_file(tmp_path):
+    from helpers import sweep
+
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(sweep.SweepError, match=f"--out {tmp_path / 'out'} is a file"):
+        sweep.check_args(_args(tmp_path))
+
+
+def test_sweep_out_that_cannot_be_written(tmp_path):
+    from helpers import sweep
+
+    args = sweep.parse_args(["--out", "/proc/visual-heads-cannot-write"])
+    with pytest.raises(sweep.SweepError, match="--out /proc/visual-heads-cannot-write cannot be written"):
+        sweep.check_args(args)
+
+
+def test_sweep_duplicate_sample_ids_are_refused(tmp_path):
+    from helpers import sweep
+
+    row = {"question_id": "same", "question": "Is there a dog?", "answer": "yes", "image": _image_file(tmp_path),
+           "category": "adversarial"}
+    files = _jsonl(tmp_path / "pope.json", [row, row])
+    args = _args(tmp_path, "--benchmark", "pope", "--data-files", str(files))
+    sweep.check_args(args)
+    with pytest.raises(sweep.SweepError, match="sample id same occurs twice"):
+        sweep.load_samples(args)
+
+
+# ============================================================================================ sweep command
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _sweep(model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The real command on the shapes set (4 samples, batches of 2); ``extra`` flags override these."""
+    cmd = [sys.executable, "-m", "helpers.sweep", "--model", str(model), "--benchmark", "shapes", "--max-samples",
+           "4", "--out", str(out), "--batch-size", "2", "--max-new-tokens", "2", *extra]
+    return subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_model, tmp_path_factory) -> Path:
+    """A finished 4-sample sweep folder (2 parts) to resume into."""
+    out = tmp_path_factory.mktemp("sweep") / "first"
+    done = _sweep(tiny_model, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+@pytest.fixture()
+def resumed(first_run, tmp_path) -> Path:
+    """A copy of the first run's folder."""
+    out = tmp_path / "resumed"
+    shutil.copytree(first_run, out)
+    return out
+
+
+def _unchanged(out: Path) -> None:
+    res = results.read_dir(out)
+    assert len(res) == 4 and len(list(out.glob("part-*.parquet"))) == 2, "a refused resume writes nothing"
+
+
+def test_sweep_bad_argument_exits_before_the_model_loads(tiny_model, tmp_path):
+    done = _sweep(tiny_model, tmp_path / "out", "--max-samples", "-2")
+    assert done.returncode == 2
+    assert "helpers.sweep: error: --max-samples -2" in done.stderr and "loaded" not in done.stdout
+    assert not list((tmp_path / "out").glob("part-*"))
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--prompt-kind", "visual"], r"--prompt-kind: \(None vs 'visual'\)"),
+    (["--k", "0.2"], r"--k: \(0\.05 vs 0\.2\)"),
+    (["--rows", "prompt_end"], r"--rows: \('answer' vs 'prompt_end'\)"),
+    (["--max-new-tokens", "3"], r"--max-new-tokens: \(2 vs 3\)"),
+    (["--max-samples", "6"], r"--max-samples: \(4 vs 6\)"),
+], ids=["prompt-kind", "k", "rows", "max-new-tokens", "max-samples"])
+def test_resume_with_other_settings_is_refused_before_the_model_loads(tiny_model, resumed, extra, message):
+    done = _sweep(tiny_model, resumed, *extra)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert re.search(f"--out {resumed} holds a sweep with other settings .*{message}", done.stderr), done.stderr
+    assert "loaded" not in done.stdout
+    _unchanged(resumed)
+
+
+def test_resume_with_another_model_is_refused(tiny_model, resumed, tmp_path):
+    from helpers import offline
+
+    other = offline.save("llava-v1.5-7b", tmp_path / "other", tiny=True, layers=2, seed=1)  # same geometry
+    done = _sweep(other, resumed)
+    assert done.returncode == 2
+    assert re.search(rf"--model: \('{tiny_model}' vs '{other}'\)", done.stderr), done.stderr
+    _unchanged(resumed)
+
+
+@pytest.mark.parametrize(("key", "value", "named"), [("quantization", "4bit", "--quantization"),
+                                                      ("commit", "0123abcd", "commit"),
+                                                      ("template", "USER: {prompt}", "template"),
+                                                      ("package_version", "0.0.1", "package_version")])
+def test_resume_into_a_folder_of_other_model_settings_is_refused(tiny_model, resumed, key, value, named):
+    """Settings only known once the model has loaded (as if the folder was written with them)."""
+    for path in resumed.glob("part-*.parquet"):
+        part = results.read(path)
+        part.settings[key] = value
+        results.write(part, path)
+    settings = json.loads((resumed / "settings.json").read_text())
+    (resumed / "settings.json").write_text(json.dumps({**settings, key: value}))
+    done = _sweep(tiny_model, resumed)
+    assert done.returncode == 2
+    assert f"{named}: ({value!r} vs" in done.stderr, done.stderr
+    _unchanged(resumed)
+
+
+def test_resume_with_a_corrupt_part_names_the_file_to_delete(tiny_model, resumed):
+    bad = sorted(resumed.glob("part-*.parquet"))[-1]
+    bad.write_bytes(bad.read_bytes()[:100])
+    done = _sweep(tiny_model, resumed)
+    assert done.returncode == 2
+    assert f"{bad} cannot be read as a results file" in done.stderr and "delete this file" in done.stderr
+
+
+def _pope_set(folder: Path, bad: int | None) -> Path:
+    """Six POPE rows with image files; image ``bad`` is not an image."""
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for i in range(6):
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30), (30 * i, 90, 160)).save(buf, format="PNG")
+        (folder / f"{i}.png").write_bytes(b"not an image" if i == bad else buf.getvalue())
+        rows.append({"question_id": f"q{i}", "question": "Is there a red circle in the image?",
+                     "answer": "yes" if i % 2 else "no", "image": str(folder / f"{i}.png"), "category": "adversarial"})
+    return _jsonl(folder / "pope.json", rows)
+
+
+def _pope_sweep(model: Path, files: Path, out: Path) -> subprocess.CompletedProcess:
+    return _sweep(model, out, "--benchmark", "pope", "--data-files", str(files), "--max-samples", "6")
+
+
+def test_resume_after_a_skipped_sample_was_fixed_keys_on_ids(tiny_model, tmp_path):
+    """Run 1 skips q2 (bad image) and is cut short; q2 is fixed; the resume runs q2 and q5 and nothing twice."""
+    files = _pope_set(tmp_path / "pope", bad=2)
+    out = tmp_path / "out"
+    first = _pope_sweep(tiny_model, files, out)
+    assert first.returncode == 0 and "skipped 1 bad sample(s): q2" in first.stderr
+    sorted(out.glob("part-*.parquet"))[-1].unlink()  # as if killed before its last batch (q5)
+    _pope_set(tmp_path / "pope", bad=None)
+    done = _pope_sweep(tiny_model, files, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 samples to do" in done.stdout
+    res = results.read_dir(out)
+    assert res.table["sample_id"].tolist() == [f"q{i}" for i in range(6)]
+    assert res.table["index"].tolist() == list(range(6))
+    whole = tmp_path / "whole"
+    assert _pope_sweep(tiny_model, files, whole).returncode == 0
+    ref = results.read_dir(whole)
+    pd.testing.assert_frame_equal(res.table[["index", "sample_id", "prediction"]],
+                                  ref.table[["index", "sample_id", "prediction"]])
+    np.testing.assert_allclose(res.scores["weight"], ref.scores["weight"], atol=1e-6)
+
+
+def test_resume_after_a_done_sample_left_the_split_is_refused(tiny_model, tmp_path):
+    files = _pope_set(tmp_path / "pope", bad=None)
+    out = tmp_path / "out"
+    assert _pope_sweep(tiny_model, files, out).returncode == 0
+    _pope_set(tmp_path / "pope", bad=1)  # q1's image is now broken: it would be skipped
+    done = _pope_sweep(tiny_model, files, out)
+    assert done.returncode == 2
+    assert re.search(r"part-r0-000000\.parquet holds samples that are not in the split now \(q1\)", done.stderr)
