@@ -610,7 +610,6 @@ def test_resume_with_another_model_is_refused(tiny_model, resumed, tmp_path):
 
 @pytest.mark.parametrize(("key", "value", "named"), [("quantization", "4bit", "--quantization"),
                                                       ("commit", "0123abcd", "commit"),
-                                                      ("template", "USER: {prompt}", "template"),
                                                       ("package_version", "0.0.1", "package_version")])
 def test_resume_into_a_folder_of_other_model_settings_is_refused(tiny_model, resumed, key, value, named):
     """Settings only known once the model has loaded (as if the folder was written with them)."""
