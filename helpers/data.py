@@ -21,6 +21,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
+import numbers
 import random
 import re
 import shutil
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from .env import DATA_DIR
@@ -76,6 +79,14 @@ class BoxOutsideImageError(DataError):
     """A bounding box is degenerate or lies (partly) outside its image."""
 
 
+class ImageTooLargeError(DataError):
+    """An image has more pixels than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``)."""
+
+
+class FieldError(DataError):
+    """A row's field is missing or of the wrong kind; the message names the row and the field."""
+
+
 # --------------------------------------------------------------------------------------------- records
 @dataclass
 class Sample:
@@ -106,12 +117,16 @@ class Sample:
     def load_image(self) -> Image.Image:
         """The stored image as RGB; a path or embedded image bytes are decoded here."""
         if isinstance(self.image, Image.Image):
-            return self.image.convert("RGB")
+            return to_rgb(self.image, f"sample {self.id}")
         if isinstance(self.image, (bytes, bytearray)):
             try:
                 with Image.open(io.BytesIO(self.image)) as image:
-                    return image.convert("RGB")
+                    return to_rgb(image, f"sample {self.id}")
+            except Image.DecompressionBombError as err:
+                raise _too_large("its embedded image", self.id, err) from err
             except (OSError, SyntaxError, ValueError) as err:
+                if isinstance(err, DataError):
+                    raise
                 raise CorruptImageError(f"sample {self.id}: its embedded image cannot be decoded ({err})") from err
         return open_image(Path(self.image), self.id)
 
@@ -178,17 +193,53 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Box], color: tuple[int, int, 
     visible. ``width`` defaults to the paper's :func:`line_width`. This is the same drawing as
     :func:`helpers.shapes.render` with ``draw_box=True`` (the toy models are trained on it).
     """
-    out = image.convert("RGB").copy()
+    out = to_rgb(image, "draw_boxes").copy()
     draw = ImageDraw.Draw(out)
     lw = line_width(out.size) if width is None else int(width)
     if lw < 1:
         raise ValueError(f"line width must be at least 1, got {width}")
     W, H = out.size
-    for box in boxes:
-        x1, y1, x2, y2 = (round(v) for v in box)
+    for i, box in enumerate(boxes):
+        x1, y1, x2, y2 = box_numbers(box, f"draw_boxes: box {i}")
+        if not (x1 < x2 and y1 < y2 and x2 > 0 and y2 > 0 and x1 < W and y1 < H):
+            raise BoxOutsideImageError(f"draw_boxes: box {i} {list(box)} (pixel x1,y1,x2,y2) is empty or lies outside "
+                                       f"the {W}x{H} image, so no rectangle would be drawn")
+        x1, y1, x2, y2 = (round(v) for v in (x1, y1, x2, y2))
         draw.rectangle([max(0, x1 - lw), max(0, y1 - lw), min(W - 1, x2 - 1 + lw), min(H - 1, y2 - 1 + lw)],
                        outline=color, width=lw)
     return out
+
+
+def to_rgb(image: Image.Image, what: str = "image") -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit and 32-bit integer greyscale (``I;16``, ``I``, values 0..65535) is scaled
+    by 255/65535 (``convert("RGB")`` would clip it to white); float greyscale (``F``) in [0, 1] by 255.
+    Other value ranges raise :class:`CorruptImageError` naming ``what`` (e.g. ``"sample 12"``).
+    """
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if image.mode == "F" else 65535.0
+        if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > top):
+            raise CorruptImageError(f"{what}: a mode-{image.mode} image with values from {values.min():g} to "
+                                    f"{values.max():g}, outside 0..{top:g}; convert it to 8-bit RGB yourself")
+        grey = np.rint(values * (255.0 / top)).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
+def box_numbers(box: Any, where: str) -> Box:
+    """``box`` as four finite floats ``(x1, y1, x2, y2)``; :class:`FieldError` naming ``where`` otherwise."""
+    values = list(box) if isinstance(box, (list, tuple)) else None
+    if values is None or len(values) != 4 or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise FieldError(f"{where}: box {box!r} is not four finite numbers (x1, y1, x2, y2)")
+    return tuple(float(v) for v in values)
+
+
+def _too_large(what: str, sample_id: str, err: Exception) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"sample {sample_id}: {what} is larger than PIL's limit against decompression bombs "
+        f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {err}. If you trust the file, raise "
+        "PIL.Image.MAX_IMAGE_PIXELS; else pass on_error='skip' to leave the sample out.")
 
 
 def check_image(path: Path, sample_id: str) -> tuple[int, int]:
@@ -205,17 +256,23 @@ def check_image(path: Path, sample_id: str) -> tuple[int, int]:
             size = probe.size
             probe.verify()
         return size
+    except Image.DecompressionBombError as err:
+        raise _too_large(f"image file {path}", sample_id, err) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise _corrupt(path, sample_id, err) from err
 
 
 def open_image(path: Path, sample_id: str) -> Image.Image:
-    """The image file decoded as RGB; errors as in :func:`check_image`."""
+    """The image file decoded as RGB (16-bit scaled, :func:`to_rgb`); errors as in :func:`check_image`."""
     check_image(path, sample_id)
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image, f"sample {sample_id}: image file {path}")
+    except Image.DecompressionBombError as err:
+        raise _too_large(f"image file {path}", sample_id, err) from err
     except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
         raise _corrupt(path, sample_id, err) from err
 
 
@@ -231,9 +288,7 @@ def check_boxes(boxes: Sequence[Box], size: tuple[int, int], sample_id: str, tol
     """
     width, height = size
     for box in boxes:
-        if len(box) != 4:
-            raise BoxOutsideImageError(f"sample {sample_id}: box {list(box)} is not (x1, y1, x2, y2)")
-        x1, y1, x2, y2 = box
+        x1, y1, x2, y2 = box_numbers(box, f"sample {sample_id}")
         inside = (x1 >= -tolerance and y1 >= -tolerance and x2 <= width + tolerance
                   and y2 <= height + tolerance)
         if not (x1 < x2 and y1 < y2 and inside):
@@ -494,8 +549,15 @@ def _collect(benchmark: str, rows: Any, make: Callable[[Any, int], list[Sample]]
     id_column = next((c for c in ("id", "question_id", "index", "data_id") if c in rows.column_names), None)
     out = SampleList()
     for i in range(n):
+        row = rows[i]
         try:
-            out.extend(make(rows[i], i))
+            try:
+                out.extend(make(row, i))
+            except DataError:
+                raise
+            except (KeyError, TypeError, ValueError) as err:  # a malformed row the field checks did not name
+                raise DataError(f"{benchmark}: sample {_row_id(row, i)} cannot be read ({type(err).__name__}: "
+                                f"{err}). {SKIP_ADVICE}") from err
         except DataError as err:
             if on_error == "raise":
                 raise
@@ -506,6 +568,49 @@ def _collect(benchmark: str, rows: Any, make: Callable[[Any, int], list[Sample]]
         raise EmptySplitError(f"{benchmark}: no usable samples ({len(out.skipped)} skipped). "
                               "Check the files, the split and the filters.")
     return out
+
+
+SKIP_ADVICE = "Fix the row or pass on_error='skip' to leave it out."
+
+
+def text_field(row: dict, name: str, sid: str) -> str:
+    """Field ``name`` of a row as a non-empty string; :class:`FieldError` naming the row and the field otherwise."""
+    value = row.get(name)
+    if isinstance(value, str) and value.strip():
+        return value
+    state = "missing" if name not in row else "null" if value is None else f"{value!r}, not a non-empty string"
+    raise FieldError(f"sample {sid}: field {name!r} is {state}. {SKIP_ADVICE}")
+
+
+def _present_field(row: dict, names: Sequence[str], sid: str) -> Any:
+    """The first of ``names`` present and not null in ``row``; :class:`FieldError` when none is."""
+    for name in names:
+        if row.get(name) is not None and str(row[name]).strip() != "":
+            return row[name]
+    raise FieldError(f"sample {sid}: field {' or '.join(map(repr, names))} is missing or empty. {SKIP_ADVICE}")
+
+
+def count_field(row: dict, name: str, sid: str) -> int:
+    """Field ``name`` as a count: a whole number >= 0, or a string holding one (``"3"``, ``"three"``)."""
+    value = row.get(name)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        count = normalise_count(value)
+        if count is not None:
+            return count
+    state = "missing" if name not in row else "null" if value is None else repr(value)
+    raise FieldError(f"sample {sid}: field {name!r} is {state}, not a count (a whole number >= 0). {SKIP_ADVICE}")
+
+
+def boxes_field(row: dict, name: str, sid: str) -> tuple[Box, ...]:
+    """Field ``name`` as a non-empty list of boxes, each four finite numbers; :class:`FieldError` otherwise."""
+    value = row.get(name)
+    if not isinstance(value, (list, tuple)) or not value:
+        state = "missing" if name not in row else f"{value!r}"
+        raise FieldError(f"sample {sid}: field {name!r} is {state}; it must list one or more pixel boxes "
+                         f"[x1, y1, x2, y2]. {SKIP_ADVICE}")
+    return tuple(box_numbers(box, f"sample {sid}: field {name!r}, box {j}") for j, box in enumerate(value))
 
 
 def _row_id(row: Any, i: int) -> str:
@@ -548,6 +653,8 @@ def check_image_bytes(blob: bytes, sample_id: str) -> tuple[int, int]:
             size = probe.size
             probe.verify()
         return size
+    except Image.DecompressionBombError as err:
+        raise _too_large("its embedded image", sample_id, err) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise CorruptImageError(f"sample {sample_id}: its embedded image cannot be read ({err}). "
                                 "Pass on_error='skip' to leave the sample out.") from err
@@ -597,9 +704,13 @@ def load_pointqa(path: str | Path | None = None, image_folder: str | Path | None
 
     def make(row: dict, i: int) -> list[Sample]:
         record_id = str(row.get("id") or f"row{i}")
-        image_path = _pointqa_image(row["image"], record_id, image_folder, image_url, cache_dir)
+        image_name = text_field(row, "image", record_id)
+        boxes = boxes_field(row, "bboxes", record_id)
+        count_field(row, "answer", record_id)
+        for kind in question_kinds:
+            text_field(row, QUESTION_FIELDS[kind], record_id)
+        image_path = _pointqa_image(image_name, record_id, image_folder, image_url, cache_dir)
         size = check_image(image_path, record_id)
-        boxes = tuple(tuple(float(v) for v in b) for b in row["bboxes"])
         check_boxes(boxes, size, record_id, options.box_tolerance)
         return pointqa_samples(row, record_id, image_path, size, boxes, question_kinds, prompt_kinds,
                                options, benchmark)
@@ -620,10 +731,11 @@ def _pointqa_image(name: str, record_id: str, folder: str | Path | None, url: st
 def pointqa_samples(row: dict, record_id: str, image: Any, size: tuple[int, int], boxes: tuple[Box, ...],
                     question_kinds: Sequence[str], prompt_kinds: Sequence[str], options: PointQAOptions,
                     benchmark: str) -> list[Sample]:
-    """The samples of one PointQA record (every requested question kind × prompt kind)."""
-    count = normalise_count(str(row["answer"]))
-    if count is None:
-        raise DataError(f"sample {record_id}: answer {row['answer']!r} is not a count")
+    """The samples of one PointQA record (every requested question kind × prompt kind).
+
+    Raises :class:`FieldError` naming the record and the field for a missing or malformed answer or question.
+    """
+    count = count_field(row, "answer", record_id)
     choices: tuple[str, ...] = ()
     gold = str(count)
     if options.answer_format == "choice":
@@ -632,7 +744,7 @@ def pointqa_samples(row: dict, record_id: str, image: Any, size: tuple[int, int]
         choices, gold = tuple(opts), LETTERS[right]
     samples = []
     for qkind in question_kinds:
-        question = row[QUESTION_FIELDS[qkind]]
+        question = text_field(row, QUESTION_FIELDS[qkind], record_id)
         for pkind in prompt_kinds:
             if options.answer_format == "choice":
                 prompt = multiple_choice_prompt(question, choices)
@@ -715,8 +827,8 @@ def load_pope(data_files: str | Path | Sequence[str | Path] | None = None, *, ca
 
     def make(row: dict, i: int) -> list[Sample]:
         sid = _row_id(row, i)
-        question = row.get("question") or row.get("text")
-        answer = normalise_yes_no(str(row.get("answer") or row.get("label")))
+        question = text_field(row, "question" if "question" in row else "text", sid)
+        answer = normalise_yes_no(str(_present_field(row, ("answer", "label"), sid)))
         if answer is None:
             raise DataError(f"sample {sid}: gold answer {row.get('answer') or row.get('label')!r} is not yes/no")
         return [Sample(id=sid, image=_row_image(row, "image", sid, image_folder), question=question,
@@ -736,8 +848,9 @@ def load_mmbench(data_files: str | Path | Sequence[str | Path] | None = None, *,
     def make(row: dict, i: int) -> list[Sample]:
         sid = _row_id(row, i)
         options = _present(row.get(letter) for letter in "ABCD")
-        return [_choice_sample(sid, row, row["question"], options, str(row["answer"]).strip(), "mmbench",
-                               multiple_choice_prompt(row["question"], options), image_folder,
+        question, gold = text_field(row, "question", sid), text_field(row, "answer", sid).strip()
+        return [_choice_sample(sid, row, question, options, gold, "mmbench",
+                               multiple_choice_prompt(question, options), image_folder,
                                {"category": row.get("category")})]
 
     return _collect("mmbench", rows, make, on_error, limit)
@@ -756,8 +869,9 @@ def load_seed(data_files: str | Path | Sequence[str | Path] | None = None, *, li
     def make(row: dict, i: int) -> list[Sample]:
         sid = _row_id(row, i)
         options = _present(row.get(f"choice_{c}") for c in "abcd")
-        return [_choice_sample(sid, row, row["question"], options, str(row["answer"]).strip(), "seed",
-                               multiple_choice_prompt(row["question"], options), None,
+        question, gold = text_field(row, "question", sid), text_field(row, "answer", sid).strip()
+        return [_choice_sample(sid, row, question, options, gold, "seed",
+                               multiple_choice_prompt(question, options), None,
                                {"question_type_id": row.get("question_type_id")})]
 
     return _collect("seed", rows, make, on_error, limit)
@@ -774,13 +888,18 @@ def load_qbench(data_files: str | Path | Sequence[str | Path] | None = None, *,
     def make(row: dict, i: int) -> list[Sample]:
         sid = _row_id(row, i)
         if "candidates" in row:
-            options, correct, image_key = _present(row["candidates"]), row["correct_ans"], "img_path"
+            if not isinstance(row["candidates"], (list, tuple)):
+                raise FieldError(f"sample {sid}: field 'candidates' is {row['candidates']!r}, not a list of options. "
+                                 + SKIP_ADVICE)
+            options, correct, image_key = _present(row["candidates"]), \
+                _present_field(row, ("correct_ans",), sid), "img_path"
         else:
             options, correct, image_key = _present(row.get(f"option{k}") for k in range(4)), \
-                row["correct_choice"], "image"
+                _present_field(row, ("correct_choice",), sid), "image"
         gold = _gold_letter(correct, options, sid)
-        return [_choice_sample(sid, row, row["question"], options, gold, "qbench",
-                               qbench_prompt(row["question"], options), image_folder, {}, image_key)]
+        question = text_field(row, "question", sid)
+        return [_choice_sample(sid, row, question, options, gold, "qbench",
+                               qbench_prompt(question, options), image_folder, {}, image_key)]
 
     return _collect("qbench", rows, make, on_error, limit)
 

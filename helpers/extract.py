@@ -76,6 +76,20 @@ def head_scores(rows: torch.Tensor, image: torch.Tensor, region: torch.Tensor, h
     }
 
 
+def min_new_tokens(rows: str) -> int:
+    """The fewest generated tokens that capture ``rows`` needs: 2 for ``"answer"`` / ``"generated"``
+    (the first decoding step is the second forward call), 1 for ``"prompt_end"``."""
+    return 1 if rows == "prompt_end" else 2
+
+
+def check_max_new_tokens(max_new_tokens: int, rows: str) -> None:
+    """Raise ``ValueError`` naming ``max_new_tokens`` unless it is an int of at least :func:`min_new_tokens`."""
+    need = min_new_tokens(rows)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < need:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: rows={rows!r} needs at least {need} generated "
+                         f"token{'s' * (need > 1)}; pass max_new_tokens >= {need}")
+
+
 def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
               max_new_tokens: int = 4, k: float | int | str = 0.05, among: str = "all",
               indices: Sequence[int] | None = None, keep_rows: bool = False) -> tuple[Results, torch.Tensor | None]:
@@ -84,13 +98,15 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
     Returns ``(results, rows)``: ``rows`` is the float32 ``[batch, layers, heads, keys]`` tensor when
     ``keep_rows`` (full attention rows on request), else ``None``. ``indices`` label the samples'
     positions in their split (default ``0..batch-1``). ``rows``, ``k``, ``among``: see
-    ``helpers.capture.attention`` and ``helpers.metrics.detection_hits``.
+    ``helpers.capture.attention`` and ``helpers.metrics.detection_hits``. ``max_new_tokens`` is what is
+    generated and recorded; below :func:`min_new_tokens` it raises ``ValueError``.
     """
     samples = list(samples)
+    check_max_new_tokens(max_new_tokens, rows)
     inputs, images = batch_inputs(model, processor, samples)
     prompt_len = inputs["input_ids"].shape[1]
     with torch.no_grad(), capture.attention(model, rows=rows) as att:
-        out = model.generate(**inputs, max_new_tokens=max(max_new_tokens, 2 if rows == "answer" else 1),
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens,
                              do_sample=False, output_scores=True, return_dict_in_generate=True)
     check_finite(out.scores[0], what="the first generated token's logits")
     answers = [a.strip() for a in processor.tokenizer.batch_decode(out.sequences[:, prompt_len:],
@@ -126,6 +142,8 @@ def head_results(model: Any, processor: Any, samples: Sequence[data.Sample], bat
     samples = list(samples)
     if not samples:
         raise data.EmptySplitError(f"{dataset or 'samples'}: no samples to run")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: pass an int >= 1")
     parts = []
     with tqdm(total=len(samples), unit="sample", disable=not progress,
               desc=f"{spec_of(model).name} {dataset}".strip()) as bar:

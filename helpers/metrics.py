@@ -24,6 +24,7 @@ Definitions (DESIGN.md; ``a`` one row, ``V`` the image tokens, ``R`` the region 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -37,40 +38,121 @@ Index = torch.Tensor | Sequence[torch.Tensor]
 # Key index
 
 
-def key_mask(index: Index, batch: int, keys: int, device: torch.device | None = None) -> torch.Tensor:
+def key_mask(index: Index, batch: int, keys: int, device: torch.device | None = None, *,
+             name: str = "index") -> torch.Tensor:
     """Boolean ``[batch, keys]`` from any accepted key index (see the module docstring).
 
     A boolean mask shorter than ``keys`` (built from the prompt's ``input_ids`` while the rows of
     ``capture.attention(rows="answer")`` also hold the generated token) is padded with False on the
-    right: keys after the prompt are generated tokens, never image tokens. Raises ``ValueError``
-    when the index does not fit ``batch`` x ``keys``.
+    right: keys after the prompt are generated tokens, never image tokens. Integer positions must be
+    distinct per sample. Raises ``ValueError`` when the index does not fit ``batch`` x ``keys`` or is a
+    0/1 mask in an integer tensor, ``TypeError`` for a float or uint8 tensor (pass ``.bool()`` for a mask,
+    ``.long()`` for positions); ``name`` (the argument, e.g. ``"image"``) is named in the message.
     """
     if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
         mask = index if index.dim() == 2 else index[None].expand(batch, -1)
         if mask.dim() == 2 and mask.shape[-1] < keys:
             mask = torch.nn.functional.pad(mask, (0, keys - mask.shape[-1]), value=False)
         if mask.shape != (batch, keys):
-            raise ValueError(f"boolean key index of shape {tuple(index.shape)} does not fit rows with batch {batch} "
-                             f"and {keys} keys; pass [batch, keys] or [keys]")
+            raise ValueError(f"boolean key index {name!r} of shape {tuple(index.shape)} does not fit rows with batch "
+                             f"{batch} and {keys} keys; pass [batch, keys] or [keys]")
         return mask.to(device) if device is not None else mask
     if isinstance(index, torch.Tensor):
+        _check_index_dtype(index, name)
         index = [index] * batch if index.dim() == 1 else list(index)
     if len(index) != batch:
-        raise ValueError(f"key index has {len(index)} samples, rows have {batch}")
+        raise ValueError(f"key index {name!r} has {len(index)} samples, rows have {batch}")
     mask = torch.zeros(batch, keys, dtype=torch.bool, device=device)
     for i, pos in enumerate(index):
-        pos = torch.as_tensor(pos, dtype=torch.long)
+        if isinstance(pos, torch.Tensor):
+            _check_index_dtype(pos, f"{name}[{i}]")
+        pos = torch.as_tensor(pos)
+        if pos.dtype == torch.bool:  # a per-sample mask, shorter than keys allowed (padded with False)
+            if pos.dim() != 1 or pos.numel() > keys:
+                raise ValueError(f"key index {name!r}, sample {i}: mask of shape {tuple(pos.shape)} does not fit "
+                                 f"{keys} keys")
+            mask[i, :pos.numel()] = pos.to(mask.device)
+            continue
+        if pos.is_floating_point():
+            raise TypeError(f"key index {name!r}, sample {i}: positions are {pos.dtype}; pass integer positions "
+                            "(.long()) or a boolean mask (.bool())")
+        pos = pos.long().flatten()
         if pos.numel() and (pos.min() < -keys or pos.max() >= keys):
-            raise ValueError(f"sample {i}: key positions out of range for {keys} keys")
+            raise ValueError(f"key index {name!r}, sample {i}: key positions out of range for {keys} keys")
+        _check_distinct(pos, f"{name!r}, sample {i}")
         mask[i, pos.to(mask.device)] = True
     return mask
 
 
-def _rows_mask(rows: torch.Tensor, index: Index) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_index_dtype(index: torch.Tensor, name: str) -> None:
+    """Refuse index tensors that are neither boolean masks nor integer positions (float, uint8, complex)."""
+    if index.dtype == torch.bool:
+        return
+    if index.dtype == torch.uint8 or index.is_floating_point() or index.is_complex():
+        raise TypeError(f"key index {name!r} is a {index.dtype} tensor: index tensors must be boolean masks or "
+                        f"integer positions. For a 0/1 mask pass {name}.bool(); for key positions pass {name}.long()")
+
+
+def _check_distinct(pos: torch.Tensor, what: str) -> None:
+    """Integer positions ``[n]`` must be distinct; repeated 0s and 1s are a 0/1 mask given as integers."""
+    if pos.numel() < 2:
+        return
+    values = torch.unique(pos)
+    if values.numel() == pos.numel():
+        return
+    if bool(((values == 0) | (values == 1)).all()):
+        raise ValueError(f"key index {what} holds only 0s and 1s with repeats: a 0/1 mask in an integer tensor would "
+                         "be read as key positions {0, 1}. Pass .bool() for a mask")
+    raise ValueError(f"key index {what} repeats positions; integer positions must be distinct")
+
+
+ROW_TOLERANCE = 1e-3
+
+
+def check_rows(rows: torch.Tensor, name: str = "rows") -> torch.Tensor:
+    """``rows`` ``[batch, layers, heads, keys]`` as float32/64, after checking they are attention probabilities.
+
+    Every value finite and ``>= 0``, every row summing to at most ``1 + tol`` (``tol`` =
+    :data:`ROW_TOLERANCE` relative, more for 16-bit input): rows over a subset of keys are fine,
+    pre-softmax scores are not. Three reductions, cheap next to the model. Raises ``ValueError``
+    (``TypeError`` for a non-float tensor) naming ``name``.
+    """
+    if not isinstance(rows, torch.Tensor) or not rows.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor of attention probabilities, got "
+                        f"{getattr(rows, 'dtype', type(rows).__name__)}")
     if rows.dim() != 4:
-        raise ValueError(f"rows must be [batch, layers, heads, keys], got shape {tuple(rows.shape)}")
+        raise ValueError(f"{name} must be [batch, layers, heads, keys], got shape {tuple(rows.shape)}")
+    tol = max(ROW_TOLERANCE, 8 * torch.finfo(rows.dtype).eps)
     rows = rows.float() if rows.dtype in (torch.float16, torch.bfloat16) else rows
-    mask = key_mask(index, rows.shape[0], rows.shape[-1], rows.device)
+    if rows.numel() == 0:
+        return rows
+    if not bool(torch.isfinite(rows).all()):
+        where = _first((~torch.isfinite(rows)).flatten(0, 2).any(-1), rows.shape)
+        raise ValueError(f"{name} hold NaN or inf (first at {where}): attention probabilities are finite. Check the "
+                         "model's numerics (helpers.models.check_finite) or the code that built the rows")
+    low = float(rows.amin())
+    if low < 0:
+        raise ValueError(f"{name} hold negative values (min {low:.4g}): they must be attention probabilities "
+                         "(softmax outputs, >= 0), not pre-softmax scores or logits")
+    sums = rows.sum(-1)
+    high = float(sums.amax())
+    if high > 1 + tol:
+        where = _first((sums > 1 + tol).flatten(), rows.shape)
+        raise ValueError(f"{name} sum to {high:.4g} over the keys (at {where}); attention probabilities sum to at "
+                         f"most 1 (tolerance {tol:.0e}). Pass softmax outputs, not scores or unnormalised weights")
+    return rows
+
+
+def _first(bad: torch.Tensor, shape: torch.Size) -> str:
+    """``"sample b, layer l, head h"`` of the first True in ``bad`` (flattened ``[batch, layers, heads]``)."""
+    i = int(torch.nonzero(bad)[0, 0])
+    layers, heads = shape[1], shape[2]
+    return f"sample {i // (layers * heads)}, layer {i // heads % layers}, head {i % heads}"
+
+
+def _rows_mask(rows: torch.Tensor, index: Index, name: str = "index") -> tuple[torch.Tensor, torch.Tensor]:
+    rows = check_rows(rows)
+    mask = key_mask(index, rows.shape[0], rows.shape[-1], rows.device, name=name)
     return rows, mask[:, None, None, :]
 
 
@@ -82,6 +164,11 @@ def attention_weight(rows: torch.Tensor, index: Index) -> torch.Tensor:
     """``W = sum_{j in index} a_j``: ``[batch, layers, heads]`` from ``rows [batch, layers, heads, keys]``."""
     rows, m = _rows_mask(rows, index)
     return (rows * m).sum(-1)
+
+
+def _weight(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``attention_weight`` on checked rows and a ``[batch, 1, 1, keys]`` mask."""
+    return (rows * mask).sum(-1)
 
 
 def concentration(rows: torch.Tensor, index: Index, if_no_weight: float = float("nan"),
@@ -107,7 +194,8 @@ def concentration(rows: torch.Tensor, index: Index, if_no_weight: float = float(
 
 def region_weight(rows: torch.Tensor, region: Index) -> torch.Tensor:
     """``W_R = sum_{j in R} a_j``: ``[batch, layers, heads]`` (the attention weight of the region tokens)."""
-    return attention_weight(rows, region)
+    rows, m = _rows_mask(rows, region, "region")
+    return _weight(rows, m)
 
 
 def region_share(rows: torch.Tensor, region: Index, image: Index, if_no_weight: float = float("nan")) -> torch.Tensor:
@@ -115,8 +203,9 @@ def region_share(rows: torch.Tensor, region: Index, image: Index, if_no_weight: 
 
     ``if_no_weight`` (default NaN) where ``W = 0``.
     """
-    w = attention_weight(rows, image)
-    wr = region_weight(rows, region)
+    rows, img = _rows_mask(rows, image, "image")
+    w = _weight(rows, img)
+    wr = _weight(rows, key_mask(region, rows.shape[0], rows.shape[-1], rows.device, name="region")[:, None, None])
     return torch.where(w > 0, wr / w.clamp(min=torch.finfo(w.dtype).tiny), torch.full_like(w, if_no_weight))
 
 
@@ -133,7 +222,7 @@ def topk_size(n_image: torch.Tensor, n_region: torch.Tensor, k: float | int | st
         if not 0 < k <= 1:
             raise ValueError(f"k as a fraction of the image tokens must lie in (0, 1], got {k}")
         return (n_image.double() * k).round().clamp(min=1).long()
-    if isinstance(k, int) and k >= 1:
+    if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
         return torch.full_like(n_image, k).long()
     raise ValueError(f"k must be a fraction in (0, 1], a positive int or 'region', got {k!r}")
 
@@ -147,11 +236,15 @@ def detection_hits(rows: torch.Tensor, image: Index, region: Index, k: float | i
     region token, else 0 (same as ``k=1``). ``among="all"`` (default) ranks every key, so a head
     whose strongest keys are text tokens (e.g. the first token, an attention sink) scores low;
     ``among="image"`` ranks only the image tokens. Ties among equal weights go to the later key.
+    An integer ``k`` larger than the number of keys raises ``ValueError``.
     """
-    rows, img = _rows_mask(rows, image)
-    _, reg = _rows_mask(rows, region)
+    rows, img = _rows_mask(rows, image, "image")
+    reg = key_mask(region, rows.shape[0], rows.shape[-1], rows.device, name="region")[:, None, None, :]
     reg = reg & img
     n_img, n_reg = img.sum(-1)[:, 0, 0], reg.sum(-1)[:, 0, 0]
+    if not top1 and isinstance(k, int) and not isinstance(k, bool) and k > rows.shape[-1]:
+        raise ValueError(f"k={k} top keys asked for, but the rows have only {rows.shape[-1]} keys; pass a smaller "
+                         "count or a fraction of the image tokens (e.g. k=0.05)")
     ks = torch.ones_like(n_img) if top1 else topk_size(n_img, n_reg, k)
     if among == "image":
         ks = torch.minimum(ks, n_img.clamp(min=1))
@@ -255,12 +348,22 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor | None = None, kind: Lite
 def top_heads(scores: torch.Tensor, k: int) -> list[tuple[int, int]]:
     """The ``k`` best ``(layer, head)`` pairs of ``scores [layers, heads]``, best first.
 
-    NaN scores rank last; ties keep (layer, head) order.
+    NaN scores rank last (after ``-inf``); ties keep (layer, head) order. ``k`` is a count ``>= 0``
+    (more than ``layers * heads`` gives all heads); anything else raises.
     """
+    if isinstance(k, bool) or not isinstance(k, int):
+        try:
+            k = operator.index(k)  # numpy integers
+        except TypeError:
+            raise TypeError(f"top_heads: k must be an integer count of heads, got {k!r}") from None
+    if k < 0:
+        raise ValueError(f"top_heads: k must be a count >= 0, got {k}")
     if scores.dim() != 2:
         raise ValueError(f"scores must be [layers, heads], got shape {tuple(scores.shape)}")
-    flat = torch.nan_to_num(scores.double().flatten(), nan=-math.inf)
-    order = torch.sort(-flat, stable=True).indices[:k]
+    flat = scores.double().flatten()
+    nan = torch.isnan(flat)
+    order = torch.sort(-torch.nan_to_num(flat, nan=-math.inf), stable=True).indices
+    order = order[torch.sort(nan[order].to(torch.uint8), stable=True).indices][:k]  # NaN after every number
     heads = scores.shape[1]
     return [(int(i) // heads, int(i) % heads) for i in order]
 

@@ -296,10 +296,12 @@ def load(name_or_path: str | Path, quantization: str | None = None, device: str 
 
     Returns ``(model, processor)`` with ``model.eval()`` and ``model.vh_spec`` set.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     spec, source = resolve(name_or_path)
     device = device or default_device()
+    if spec is None and Path(source).is_dir() and not is_organism(source):
+        check_folder(Path(source))  # organism folders are checked by helpers.assemble.read_meta
     revision = spec.revision if spec is not None else None
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": False,
                               "attn_implementation": attn_implementation}
@@ -315,12 +317,13 @@ def load(name_or_path: str | Path, quantization: str | None = None, device: str 
         kwargs["device_map"] = {"": device}
     else:
         kwargs["dtype"] = dtype or (compute_dtype(device) if device.startswith("cuda") else torch.float32)
+    check_device(device, source)
     try:
         if is_organism(source):
             model, processor = _load_organism(source, quantization, kwargs["dtype"], attn_implementation)
         else:
             model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-            processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=False)
+            processor = _load_processor(source, revision)
     except torch.cuda.OutOfMemoryError as err:
         raise ModelLoadError(_oom_advice(spec, quantization, device)) from err
     except OSError as err:
@@ -348,6 +351,101 @@ def _load_organism(folder: str, quantization: str | None, dtype: torch.dtype, at
         raise ModelLoadError(str(err)) from err
     model.set_attn_implementation(attn_implementation)
     return model, processor
+
+
+def _load_processor(source: str, revision: str | None) -> Any:
+    """``AutoProcessor.from_pretrained``; errors from bad tokenizer or processor files become :class:`ModelLoadError`."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=False)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ModelLoadError(f"{source}: the processor (tokenizer and image processor) cannot be loaded "
+                             f"({type(err).__name__}: {str(err)[:300]}). Check that the folder holds the files "
+                             "processor.save_pretrained writes (tokenizer.json, tokenizer_config.json, "
+                             "processor_config.json)") from err
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def check_device(device: str, source: str) -> None:
+    """Raise :class:`ModelLoadError` naming ``source`` unless ``device`` is a torch device that is there.
+
+    Checked before anything loads: ``"cuda"`` without a visible CUDA device, a GPU index beyond the
+    visible ones and strings torch does not read (``"gpu"``).
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ModelLoadError(f"loading {source}: device {device!r} is not a torch device ({err}); use 'cpu', "
+                             "'cuda' or 'cuda:0', or None to pick by hardware") from err
+    if dev.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ModelLoadError(f"loading {source}: device {device!r} asked for, but no CUDA device is visible. Use "
+                             "device='cpu' (or None to pick by hardware), or run on a CUDA GPU")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"loading {source}: device {device!r} asked for, but only {torch.cuda.device_count()} "
+                             "CUDA device(s) are visible")
+
+
+def check_folder(folder: Path) -> None:
+    """Cheap checks of a local model folder before its weights load; :class:`ModelLoadError` naming it.
+
+    ``config.json`` must be JSON with a ``model_type`` transformers loads as an image-text-to-text model
+    (LLaVA family); every ``*.safetensors`` file must be as long as its header says (a truncated download
+    or copy is caught here, not half-way through loading); shards named by an index must exist; a
+    tokenizer file (:data:`TOKENIZER_FILES`) must be there.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{folder}: config.json cannot be read ({err}). Re-save the model with "
+                             "save_pretrained, or point to another folder") from err
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        raise ModelLoadError(f"{folder}: config.json has model_type {kind!r}, which this transformers does not load "
+                             "as a vision-language model (LLaVA family: 'llava', 'llava_next', 'vipllava'). Point to "
+                             "a LLaVA-family folder, or upgrade transformers if the model type is new")
+    for path in sorted(folder.glob("*.safetensors")):
+        problem = safetensors_problem(path)
+        if problem:
+            raise ModelLoadError(f"{folder}: weights file {path.name} is {problem}. Copy or download it again, or "
+                                 "re-save the model with save_pretrained")
+    for index in folder.glob("*.safetensors.index.json"):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise ModelLoadError(f"{folder}: {index.name} cannot be read ({err})") from err
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            raise ModelLoadError(f"{folder}: {index.name} names weight files that are not there: {missing}")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"{folder}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)}). Save the "
+                             "processor too: processor.save_pretrained(folder)")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file (from its header, without reading the tensors), or ``None``."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"truncated ({size} bytes, shorter than a safetensors header)"
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            return f"truncated or corrupt (its header claims {n} bytes of metadata, the file has {size} bytes)"
+        try:
+            header = json.loads(f.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "corrupt (its header is not safetensors JSON)"
+    if 8 + n + end != size:
+        return f"truncated or corrupt (its header describes {8 + n + end} bytes, the file has {size})"
+    return None
 
 
 def _oom_advice(spec: ModelSpec | None, quantization: str | None, device: str) -> str:

@@ -28,6 +28,10 @@ SETTINGS_KEY = b"visual_heads.settings"
 SHAPE_KEY = b"visual_heads.shape"
 
 
+class ResultsError(ValueError):
+    """Result files or parts that cannot be read or merged; the message names the file and says what to do."""
+
+
 @dataclass
 class Results:
     """Per-sample metadata, per-head score arrays ``[samples, layers, heads]`` and run settings."""
@@ -98,20 +102,62 @@ class Results:
         return self.per_head("region_hits", only_correct=True)
 
 
-def concat(parts: list[Results]) -> Results:
-    """Concatenate results of one run (same settings), sorted by ``index``; duplicates raise."""
+def concat(parts: list[Results], names: list[str] | None = None, *, unique_ids: bool = False) -> Results:
+    """Concatenate results of one run, sorted by ``index``.
+
+    Every part must have the same settings (compared after a JSON round trip, as on disk), the same
+    score names and the same ``[layers, heads]``; a part that differs from the first raises
+    :class:`ResultsError` naming it (``names``: one label per part, e.g. its file; default ``part i``)
+    and the difference. Duplicate indices raise too (and duplicate sample ids, with ``unique_ids``).
+    """
     if not parts:
         raise ValueError("no results to concatenate")
+    names = names or [f"part {i}" for i in range(len(parts))]
+    for name, part in zip(names[1:], parts[1:], strict=True):
+        _check_same_run(parts[0], part, names[0], name)
     table = pd.concat([p.table for p in parts], ignore_index=True)
     scores = {k: np.concatenate([p.scores[k] for p in parts]) for k in parts[0].scores}
-    if "index" in table:
-        dup = table["index"][table["index"].duplicated()]
+    for column in ("index", "sample_id") if unique_ids else ("index",):
+        if column not in table:
+            continue
+        dup = table[column][table[column].duplicated()]
         if len(dup):
-            raise ValueError(f"samples written twice: indices {sorted(dup.tolist())[:10]}")
+            raise ResultsError(f"samples written twice: {column} {sorted(dup.astype(str).tolist())[:10]} (in "
+                               f"{', '.join(names[:3])}{'...' if len(names) > 3 else ''}). Delete the part files of "
+                               "one of the runs")
+    if "index" in table:
         order = np.argsort(table["index"].to_numpy(), kind="stable")
         table = table.iloc[order].reset_index(drop=True)
         scores = {k: v[order] for k, v in scores.items()}
     return Results(table, scores, dict(parts[0].settings))
+
+
+def _as_stored(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as they read back from a file (tuples become lists, other objects strings)."""
+    return json.loads(json.dumps(settings, default=str))
+
+
+def settings_difference(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """``["key (a vs b)", ...]`` for every setting that differs (a missing key counts), compared as stored."""
+    a, b = _as_stored(a), _as_stored(b)
+    missing = object()
+    return [f"{key} ({a.get(key, 'not recorded')!r} vs {b.get(key, 'not recorded')!r})"
+            for key in sorted(set(a) | set(b), key=str) if a.get(key, missing) != b.get(key, missing)]
+
+
+def _check_same_run(first: Results, part: Results, first_name: str, name: str) -> None:
+    """Raise :class:`ResultsError` unless ``part`` has ``first``'s settings, score names and [layers, heads]."""
+    advice = ("Parts of different runs cannot be merged: move them to separate folders or delete the parts of the "
+              "other run")
+    if set(part.scores) != set(first.scores):
+        raise ResultsError(f"{name} has scores {sorted(part.scores)} but {first_name} has {sorted(first.scores)}. "
+                           + advice)
+    if part.scores and part.shape != first.shape:
+        raise ResultsError(f"{name} has [layers, heads] = {list(part.shape)} but {first_name} has "
+                           f"{list(first.shape)}. " + advice)
+    diff = settings_difference(first.settings, part.settings)
+    if diff:
+        raise ResultsError(f"{name} differs from {first_name} in settings: {'; '.join(diff)}. " + advice)
 
 
 def write(results: Results, path: str | Path) -> Path:
@@ -136,26 +182,40 @@ def write(results: Results, path: str | Path) -> Path:
 
 
 def read(path: str | Path) -> Results:
-    """Read one Parquet file written by :func:`write`."""
+    """Read one Parquet file written by :func:`write`.
+
+    A file that is not such a file (truncated, corrupt, written by something else) raises
+    :class:`ResultsError` naming it; in a sweep folder, delete it and resume the sweep to recompute its samples.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    meta = table.schema.metadata or {}
-    layers, heads = json.loads(meta[SHAPE_KEY])
-    scores = {}
-    for name in [c for c in table.column_names if c.startswith("score.")]:
-        col = table.column(name).combine_chunks()
-        scores[name.removeprefix("score.")] = col.flatten().to_numpy().reshape(len(table), layers, heads)
-        table = table.drop_columns([name])
-    return Results(table.to_pandas(), scores, json.loads(meta.get(SETTINGS_KEY, b"{}")))
+    try:
+        table = pq.read_table(path)
+        meta = table.schema.metadata or {}
+        layers, heads = json.loads(meta[SHAPE_KEY])
+        settings = json.loads(meta.get(SETTINGS_KEY, b"{}"))
+        scores = {}
+        for name in [c for c in table.column_names if c.startswith("score.")]:
+            col = table.column(name).combine_chunks()
+            scores[name.removeprefix("score.")] = col.flatten().to_numpy().reshape(len(table), layers, heads)
+            table = table.drop_columns([name])
+        return Results(table.to_pandas(), scores, settings)
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as err:
+        raise ResultsError(f"{path} cannot be read as a results file ({type(err).__name__}: {err}). If it is a part "
+                           "of a sweep, delete this file and resume the sweep: its samples are computed again") from err
 
 
 def read_dir(folder: str | Path) -> Results:
-    """Read and merge every part file of a sweep folder (all processes' shards), sorted by sample index."""
+    """Read and merge every part file of a sweep folder (all processes' shards), sorted by sample index.
+
+    Parts of different runs (settings, score names or [layers, heads] differ), a sample written twice and a
+    corrupt part raise :class:`ResultsError` naming the file.
+    """
     parts = sorted(Path(folder).glob("part-*.parquet"))
     if not parts:
         raise FileNotFoundError(f"no part-*.parquet files in {folder}: has the sweep written anything yet?")
-    return concat([read(p) for p in parts])
+    return concat([read(p) for p in parts], names=[str(p) for p in parts], unique_ids=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,30 +235,44 @@ def load_released(folder: str | Path, model: str = "", split: str = "") -> Resul
     """Map one model/split folder of the authors' released files into a :class:`Results`.
 
     Each file present (``imatt_sum.pt`` ...) is loaded with ``torch.load(weights_only=True)`` and must be a
-    tensor ``[samples, layers, heads]`` (a list of ``[layers, heads]`` tensors is stacked). The released files
-    carry no answers or correctness, so those columns are empty (``correct`` is NA).
+    tensor ``[samples, layers, heads]`` (a list of ``[layers, heads]`` tensors is stacked), every file of the
+    same shape; a file that is not raises :class:`ResultsError` naming it. The released files carry no answers
+    or correctness, so those columns are empty (``correct`` is NA).
     """
-    import torch
-
     folder = Path(folder)
     scores: dict[str, np.ndarray] = {}
+    first = ""
     for filename, name in RELEASED_FILES.items():
         path = folder / filename
         if not path.is_file():
             continue
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(obj, (list, tuple)):
-            obj = torch.stack([torch.as_tensor(o) for o in obj])
-        arr = torch.as_tensor(obj).float().numpy()
-        if arr.ndim != 3:
-            raise ValueError(f"{path}: expected [samples, layers, heads], got shape {tuple(arr.shape)}")
+        arr = _released_array(path)
+        if scores and arr.shape != scores[RELEASED_FILES[first]].shape:
+            raise ResultsError(f"{path} holds [samples, layers, heads] = {list(arr.shape)} but {folder / first} "
+                               f"holds {list(scores[RELEASED_FILES[first]].shape)}: every file of one model and "
+                               "split has the same shape. Is one of them from another model or split?")
+        first = first or filename
         scores[name] = arr
     if not scores:
         raise FileNotFoundError(f"none of {', '.join(RELEASED_FILES)} in {folder}")
-    n = {a.shape[0] for a in scores.values()}
-    if len(n) != 1:
-        raise ValueError(f"{folder}: files disagree on the number of samples: {sorted(n)}")
-    count = n.pop()
+    count = len(next(iter(scores.values())))
     table = pd.DataFrame({"index": np.arange(count), "sample_id": [f"{split}-{i}" for i in range(count)],
                           "benchmark": split, "correct": pd.array([pd.NA] * count, dtype="boolean")})
     return Results(table, scores, {"source": "jing-bi/visual-head (released)", "model": model, "split": split})
+
+
+def _released_array(path: Path) -> np.ndarray:
+    """One released file as float32 ``[samples, layers, heads]``; :class:`ResultsError` naming it otherwise."""
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if isinstance(obj, (list, tuple)):
+            obj = torch.stack([torch.as_tensor(o) for o in obj])
+        arr = torch.as_tensor(obj).float().numpy()
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ResultsError(f"{path} holds a {type(obj).__name__}, not a tensor [samples, layers, heads] or a list of "
+                           f"[layers, heads] tensors ({err})") from err
+    if arr.ndim != 3:
+        raise ResultsError(f"{path}: expected [samples, layers, heads], got shape {tuple(arr.shape)}")
+    return arr

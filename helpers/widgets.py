@@ -292,6 +292,11 @@ class HeadExplorer:
                              "data.load_shapes(limit=8)")
         if rows not in ROW_TEXT:
             raise ValueError(f"HeadExplorer(rows={rows!r}): rows must be one of {tuple(ROW_TEXT)}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"HeadExplorer(top_k={top_k!r}): top_k is how many top heads are listed, an int >= 0")
+        for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"HeadExplorer({name}={value!r}): must be an int >= 1")
         self.model, self.processor, self.samples = model, processor, samples
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.cache = build_cache(model, processor, samples, rows, batch_size, max_new_tokens)
@@ -332,7 +337,7 @@ class HeadExplorer:
 
     def top(self, k: int | None = None) -> list[tuple[int, int]]:
         """The ``k`` (default ``top_k``) best heads of the score map shown, best first (NaN last)."""
-        return metrics.top_heads(torch.from_numpy(self.scores()), self.top_k if k is None else int(k))
+        return metrics.top_heads(torch.from_numpy(self.scores()), self.top_k if k is None else k)
 
     # ----- actions (what the controls call; usable from code)
 
