@@ -7,7 +7,9 @@ An organism folder ships only what training changed (the base LM comes from its 
 
 - ``organism.json``: base LM key and sha256, chat template, vision tower folder, recipe summary;
 - ``projector.safetensors``: LLaVA's two-layer GELU projector (vision hidden -> LM hidden);
-- ``embeddings.safetensors``: the embedding rows of the tokens added to the base vocabulary (``<image>``);
+- ``embeddings.safetensors``: the embedding rows of the tokens added to the base vocabulary (``<image>``;
+  initialised to the mean row and never trained: image positions are overwritten by projector outputs, so
+  the row only matters for the ``<image>`` logit through the tied ``lm_head``);
 - ``adapter/`` (LoRA organisms only): a ``peft`` LoRA adapter, merged into the LM weights on load.
 
 The vision tower (a small CLIP ViT, :data:`VISION`) is shared by all organisms, as CLIP ViT-L is shared by
@@ -91,6 +93,9 @@ def build_model(key: str, processor: Any, *, seed: int = 0) -> Any:
         # tied embeddings are stored once (safetensors' save_model keeps lm_head.weight)
         old = lm.get("model.embed_tokens.weight", lm.get("lm_head.weight"))
         new_rows = emb.shape[0] - old.shape[0]
+        if processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != old.shape[0]:
+            raise OrganismError(f"base LM {key!r}: the added {IMAGE_TOKEN} token is not the first row past the "
+                                f"base vocabulary ({old.shape[0]} rows); the tokenizer and embeddings disagree")
         lm["model.embed_tokens.weight"] = torch.cat([old, old.mean(0, keepdim=True).expand(new_rows, -1)])
         if not model.config.tie_word_embeddings and "lm_head.weight" in lm:
             head = lm["lm_head.weight"]
@@ -151,7 +156,14 @@ def read_meta(folder: Path) -> dict:
     if not path.is_file():
         raise OrganismError(f"{folder} is not an organism folder: no organism.json")
     meta = json.loads(path.read_text())
-    lm = baselm.spec(meta["base_lm"])
+    missing = [k for k in ("base_lm", "base_lm_sha256", "vision_tower", "template") if k not in meta]
+    if missing:
+        raise OrganismError(f"{path} lacks {', '.join(missing)}; retrain with python -m helpers.organisms build "
+                            f"{Path(folder).name}")
+    try:
+        lm = baselm.spec(meta["base_lm"])
+    except baselm.BaseLMError as err:
+        raise OrganismError(f"{path}: {err}") from err
     if meta.get("base_lm_sha256") != lm.sha256:
         raise OrganismError(f"{folder} was trained on {meta['base_lm']} with sha256 {meta.get('base_lm_sha256')}, "
                             f"but this package expects {lm.sha256}: retrain it or install the matching base LM")

@@ -148,7 +148,7 @@ def prepare(key: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
-        _write_plain(model, tokenizer, tmp, spec(key))
+        _write_plain(model, tokenizer, tmp, spec(key), measured=sha256_of(path))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -158,7 +158,7 @@ def prepare(key: str) -> Path:
     return out
 
 
-def _write_plain(model: Any, tokenizer: Any, folder: Path, lm: BaseLM) -> None:
+def _write_plain(model: Any, tokenizer: Any, folder: Path, lm: BaseLM, *, measured: str) -> None:
     """Save a GGUF-loaded model as a plain fp32 folder (``save_pretrained`` refuses GGUF configs)."""
     from safetensors.torch import save_model
 
@@ -169,7 +169,7 @@ def _write_plain(model: Any, tokenizer: Any, folder: Path, lm: BaseLM) -> None:
     save_model(model, str(folder / "model.safetensors"))
     tokenizer.save_pretrained(folder)
     (folder / "source.json").write_text(json.dumps(
-        {"key": lm.key, "gguf": lm.gguf, "sha256": lm.sha256, "install": lm.install, "license": lm.license,
+        {"key": lm.key, "gguf": lm.gguf, "sha256": measured, "install": lm.install, "license": lm.license,
          "note": "weights dequantized from the 4-bit GGUF by transformers' GGUF loader"}, indent=1) + "\n")
 
 

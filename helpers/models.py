@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .assemble import OrganismError, is_organism, load_organism
+from .baselm import BaseLMError
 from .env import default_device
 
 # ---------------------------------------------------------------------------------------------
@@ -347,8 +348,8 @@ def _load_organism(folder: str, quantization: str | None, dtype: torch.dtype, at
         raise ModelLoadError(f"{folder} is an organism (a small model rebuilt on CPU); load it with quantization=None")
     try:
         model, processor = load_organism(folder, dtype=dtype)
-    except OrganismError as err:
-        raise ModelLoadError(str(err)) from err
+    except (OrganismError, BaseLMError) as err:
+        raise ModelLoadError(f"organism {folder}: {err}") from err
     model.set_attn_implementation(attn_implementation)
     return model, processor
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from helpers import assemble, baselm, models, organisms
 
@@ -50,8 +51,9 @@ def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
 @pytest.mark.parametrize("key", list(baselm.BASE_LMS))
 def test_prepared_base_lm_is_the_checked_gguf(key):
     folder = baselm.prepare(key)
-    source = json.loads((folder / "source.json").read_text())
-    assert source["sha256"] == baselm.BASE_LMS[key].sha256
+    measured = baselm.sha256_of(baselm.gguf_path(key))
+    assert measured == baselm.BASE_LMS[key].sha256
+    assert json.loads((folder / "source.json").read_text())["sha256"] == measured
     config = baselm.config(key)
     assert "quantization_config" not in config.to_dict()
     expected = {"smollm2-135m": (30, 9, 3), "gemma3-270m": (18, 4, 1)}[key]
@@ -116,6 +118,23 @@ def test_both_stages_train_and_the_saved_parts_rebuild_the_model(tmp_path, monke
         got = loaded(**{k: v for k, v in batch.items() if k != "labels"}).logits
     assert (got - want).abs().max().item() < 1e-3
     assert loaded.vh_spec.template == "chatml" and loaded.vh_spec.layers == 30
+    # the adapter was trained and is applied: nonzero LoRA B, merged q_proj differs from the base LM's
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert max(v.abs().max().item() for k, v in adapter.items() if "lora_B" in k) > 0
+    base_q = load_file(str(baselm.prepare("smollm2-135m") / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
+    assert not torch.equal(loaded.model.language_model.layers[0].self_attn.q_proj.weight, base_q)
+
+
+def test_answer_loss_is_the_models_own_shifted_loss(smol):
+    """Logits only where labelled, same value as transformers' loss over the full sequence (fp32)."""
+    model, processor = smol
+    image = Image.new("RGB", (160, 160), "white")
+    batch = organisms.encode(processor, "chatml", [organisms.Example(image, "<image>\nHow many?", "3"),
+                                                   organisms.Example(image, "<image>\nIs there one?", "No")])
+    with torch.no_grad():
+        ours = organisms.answer_loss(model, batch)
+        theirs = model(**batch).loss
+    assert abs(ours.item() - theirs.item()) < 1e-4
 
 
 def test_organism_folder_without_its_parts_is_refused(tmp_path):
@@ -154,8 +173,10 @@ def test_committed_organism_loads_and_scores_as_its_card_says(folder):
         assert abs(got[name]["accuracy"] - recorded) <= 1 / got[name]["n"] + 1e-9, (name, got[name], recorded)
 
 
-def test_every_recipe_has_a_committed_organism_within_the_size_budget():
-    assert [p.name for p in COMMITTED] == sorted(organisms.RECIPES)
+def test_committed_organisms_have_cards_and_fit_the_size_budget():
+    assert COMMITTED, "no organism is committed under data/organisms"
+    assert set(p.name for p in COMMITTED) <= set(organisms.RECIPES)
+    assert all((p / "card.json").is_file() and (p / "README.md").is_file() for p in COMMITTED)
     total = sum(f.stat().st_size for f in organisms.ORGANISMS_DIR.rglob("*") if f.is_file())
     assert total <= 40 * 2**20, f"data/organisms holds {total / 2**20:.1f} MiB; the budget is 40 MiB"
 
