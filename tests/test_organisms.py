@@ -137,16 +137,30 @@ def test_answer_loss_is_the_models_own_shifted_loss(smol):
     assert abs(ours.item() - theirs.item()) < 1e-4
 
 
+def _meta(**changes) -> str:
+    meta = {"base_lm": "smollm2-135m", "base_lm_sha256": baselm.BASE_LMS["smollm2-135m"].sha256,
+            "vision_tower": "../vision-tower", "template": "chatml"}
+    return json.dumps({k: v for k, v in {**meta, **changes}.items() if v is not None})
+
+
 def test_organism_folder_without_its_parts_is_refused(tmp_path):
-    (tmp_path / "organism.json").write_text(json.dumps(
-        {"base_lm": "smollm2-135m", "base_lm_sha256": baselm.BASE_LMS["smollm2-135m"].sha256}))
+    (tmp_path / "organism.json").write_text(_meta())
     with pytest.raises(models.ModelLoadError, match="projector.safetensors"):
         models.load(tmp_path, check=False)
 
 
 def test_organism_trained_on_another_base_lm_file_is_refused(tmp_path):
-    (tmp_path / "organism.json").write_text(json.dumps({"base_lm": "gemma3-270m", "base_lm_sha256": "abc"}))
+    (tmp_path / "organism.json").write_text(_meta(base_lm="gemma3-270m", base_lm_sha256="abc"))
     with pytest.raises(models.ModelLoadError, match="retrain it or install the matching base LM"):
+        models.load(tmp_path, check=False)
+
+
+def test_incomplete_or_unknown_organism_metadata_is_named(tmp_path):
+    (tmp_path / "organism.json").write_text(_meta(vision_tower=None))
+    with pytest.raises(models.ModelLoadError, match="organism.json lacks vision_tower"):
+        models.load(tmp_path, check=False)
+    (tmp_path / "organism.json").write_text(_meta(base_lm="llama-9b"))
+    with pytest.raises(models.ModelLoadError, match="unknown base LM 'llama-9b'"):
         models.load(tmp_path, check=False)
 
 
