@@ -27,7 +27,8 @@ What recipe v1 (the defaults: 150 stage-1 and 150 stage-2 steps of 16 examples, 
 30 + 25 minutes per base LM on the shared 2-core machine) reached: stage 1 aligns (the caption loss on
 held-out scenes is far lower with the scene than with a blank image: :func:`alignment_check`), but the
 frozen-LM organisms stay at chance on all three task sets after stage 2; their stage-2 loss plateaus at
-the entropy of the answer prior. The LoRA organisms were not trained with it (session time ran out). The
+the entropy of the answer prior, and stage 2 erases much of stage 1's alignment (the cards'
+``alignment``). The LoRA organisms' numbers are in their cards and ``data/organisms/README.md``. The
 issue's budget of 60 minutes per organism with two uncontended threads allows about 6x these steps.
 
 Loss: next-token cross-entropy on the answer and the end-of-turn token only, logits computed only where
