@@ -1,6 +1,6 @@
 """Head-masking experiments: which heads to mask, accuracy under masking, and the tables built from it.
 
-Our reconstruction of the paper's Figures 6-8 and Tables 1-3 (not available to us; see paper-notes.md):
+Our reconstruction of the paper's Figures 6-8 and Tables 1-3 (not available to us; see docs/paper-notes.md):
 
     scores, source = ablation.visual_head_scores(res)            # [layers, heads] detection score
     ks = ablation.k_grid(layers * heads)                          # 0..100 on real models, fractions on toys

@@ -4,7 +4,7 @@ Every loader goes through :func:`datasets.load_dataset`: with a benchmark's hub 
 for real runs, or with ``data_files=`` pointing at local parquet/json files of the same schema (tests, CI,
 and anyone holding a local copy). Both paths run the same row-to-:class:`Sample` code.
 
-Prompts follow the authors' released code (see ``paper-notes.md``, "Benchmarks and prompts"); each
+Prompts follow the authors' released code (see ``docs/paper-notes.md``, "Benchmarks and prompts"); each
 builder returns the *user* prompt, starting with ``"<image>\\n"``. The model's chat template is applied
 afterwards by :meth:`helpers.models.ModelSpec.format_prompt`.
 

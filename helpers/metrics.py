@@ -6,7 +6,7 @@ which keys count: a boolean mask ``[batch, keys]`` or ``[keys]``, an integer ten
 ``[n]`` (same for every sample) or a list of per-sample integer tensors (as returned by
 ``helpers.layout.image_token_positions``; counts may differ, as with LLaVA-NeXT).
 
-Definitions (DESIGN.md; ``a`` one row, ``V`` the image tokens, ``R`` the region tokens):
+Definitions (docs/DESIGN.md; ``a`` one row, ``V`` the image tokens, ``R`` the region tokens):
 
 - attention weight ``W = sum_{j in V} a_j`` (:func:`attention_weight`), in [0, 1];
 - concentration ``C = 1 - H(p) / log|V|`` with ``p = a_V / W`` (:func:`concentration`): 1 when

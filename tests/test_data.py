@@ -213,7 +213,7 @@ def test_dispatch_and_hub_table_cover_every_benchmark():
 
 
 # ----------------------------------------------------------------------------------------- prompts
-# Literal copies of the templates in paper-notes.md ("Benchmarks and prompts").
+# Literal copies of the templates in docs/paper-notes.md ("Benchmarks and prompts").
 def test_pointqa_prompts_byte_identical():
     q = "How many of these vehicles are there?"
     visual = ("<image>\nHow many of these vehicles are there? The exemplary object is within the rectangle.\n"
