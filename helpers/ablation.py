@@ -2,14 +2,15 @@
 
 Our reconstruction of the paper's Figures 6-8 and Tables 1-3 (not available to us; see docs/paper-notes.md):
 
-    scores, source = ablation.visual_head_scores(res)            # [layers, heads] detection score
+    ranking = res.ranking()                                       # detection score [layers, heads] and a note
     ks = ablation.k_grid(layers * heads)                          # 0..100 on real models, fractions on toys
-    per_sample = ablation.masking_curve(model, processor, held_out, scores, ks, seed=0)
+    per_sample = ablation.masking_curve(model, processor, held_out, ranking.scores, ks=ks, seed=0)
     ablation.curve_table(per_sample)                              # accuracy per (model, condition, k)
 
 Head sets for ``k`` heads (:func:`head_sets`), each a list of ``(layer, head)``:
 
-- ``"top"``: the ``k`` heads with the highest visual-head score (the detection score by default);
+- ``"top"``: the ``k`` heads with the highest visual-head score (the detection score by default,
+  :meth:`helpers.results.Results.ranking`);
 - ``"random"``: as many heads *per stage* as ``"top"`` has there, drawn uniformly from that stage's
   other heads with a fixed seed (the released code's random control: same stages, fixed seed);
 - ``"random_layer"``: as many heads *per layer* as ``"top"`` has there, drawn from that layer's other
@@ -22,21 +23,23 @@ Random draws use ``numpy.random.default_rng(seed + k)``: reproducible, and drawn
 (the sets at successive ``k`` are not nested). Which of the two the paper's "late-stage heads" are is not known to us.
 
 Masking uses :func:`helpers.capture.mask_heads` (``mode="uniform"`` by default: the masked head
-attends uniformly to the keys it may see, as in the released code but keeping the causal mask).
+attends uniformly to the keys it may see, as in the released code but keeping the causal mask), through
+:func:`helpers.extract.answers`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from . import capture, data, extract, metrics
+from . import data, extract, metrics, results
 from .models import spec_of
-from .results import Results
+from .results import Ranking, Results
+from .selection import iter_models, rows_for
 
 Head = tuple[int, int]
 CONDITIONS = ("top", "random", "late")
@@ -47,27 +50,6 @@ TOY_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
 
 # ---------------------------------------------------------------------------------------------
 # Ranking and head sets
-
-
-def visual_head_scores(res: Results, min_correct: int = 8, score: str = "region_hits") -> tuple[np.ndarray, str]:
-    """The visual-head score ``[layers, heads]`` used to rank heads, and a note saying what it is.
-
-    The detection score (``score``, default ``region_hits``, averaged over correctly answered samples
-    with a box: :meth:`helpers.results.Results.detection_score`). When fewer than ``min_correct``
-    such samples exist (an untrained stand-in answers nothing right), it is averaged over all boxed
-    samples instead, and the note says so.
-    """
-    if score not in res.scores:
-        raise KeyError(f"results have no score {score!r}; scores: {sorted(res.scores)}")
-    boxed = ~np.isnan(res.scores[score]).all(axis=(1, 2))
-    if not boxed.any():
-        raise ValueError(f"{res.model_name} on {res.dataset}: no sample has a box, so no detection score; rank on a "
-                         "PointQA-style set (shapes, pointqa)")
-    n_correct = int((boxed & res.correct_mask()).sum())
-    if n_correct >= min_correct:
-        return res.per_head(score, only_correct=True), f"detection score ({score}) over {n_correct} correct samples"
-    return res.per_head(score), (f"detection score ({score}) over all {int(boxed.sum())} boxed samples: only "
-                                 f"{n_correct} correct (< {min_correct})")
 
 
 def k_grid(total_heads: int, ks: Sequence[int] = REAL_KS, fractions: Sequence[float] = TOY_FRACTIONS,
@@ -87,13 +69,6 @@ def k_grid(total_heads: int, ks: Sequence[int] = REAL_KS, fractions: Sequence[fl
     return sorted({min(int(k), total_heads) for k in raw})
 
 
-def stage_heads(n_layers: int, n_heads: int, stage: str) -> list[Head]:
-    """Every ``(layer, head)`` of ``stage`` (early / middle / late, :func:`helpers.metrics.stage_of`)."""
-    if stage not in metrics.STAGES:
-        raise ValueError(f"stage must be one of {metrics.STAGES}, got {stage!r}")
-    return [(lyr, h) for lyr in range(n_layers) if metrics.stage_of(lyr, n_layers) == stage for h in range(n_heads)]
-
-
 def random_same_stage(reference: Sequence[Head], n_layers: int, n_heads: int, seed: int = 0) -> list[Head]:
     """Random heads with the same count per stage as ``reference``; ``reference``'s own heads avoided.
 
@@ -106,7 +81,7 @@ def random_same_stage(reference: Sequence[Head], n_layers: int, n_heads: int, se
     ref = set(reference)
     out: list[Head] = []
     for stage in metrics.STAGES:
-        heads = stage_heads(n_layers, n_heads, stage)
+        heads = metrics.stage_heads(n_layers, n_heads, stage)
         want = sum(1 for h in heads if h in ref)
         others = [h for h in heads if h not in ref]
         if want <= len(others):
@@ -143,13 +118,13 @@ def random_same_layer(reference: Sequence[Head], n_heads: int, seed: int = 0) ->
 def stage_subset(scores: np.ndarray, stage: str, k: int, order: str = "score", seed: int = 0) -> list[Head]:
     """``k`` heads of one stage (capped at its size): its best by ``scores`` or drawn at random (``order``)."""
     n_layers, n_heads = scores.shape
-    heads = stage_heads(n_layers, n_heads, stage)
+    heads = metrics.stage_heads(n_layers, n_heads, stage)
     k = min(k, len(heads))
     if order == "score":
         masked = np.full(scores.shape, np.nan)
         for lyr, h in heads:
             masked[lyr, h] = -np.finfo(np.float64).max if np.isnan(scores[lyr, h]) else scores[lyr, h]
-        return sorted(metrics.top_heads(torch.from_numpy(masked), k))
+        return sorted(metrics.top_heads(masked, k))
     if order == "random":
         rng = np.random.default_rng(seed)
         return sorted(heads[i] for i in rng.choice(len(heads), k, replace=False))
@@ -163,7 +138,7 @@ def head_sets(scores: np.ndarray, k: int, conditions: Sequence[str] = CONDITIONS
     if scores.ndim != 2:
         raise ValueError(f"scores must be [layers, heads], got shape {scores.shape}")
     n_layers, n_heads = scores.shape
-    top = sorted(metrics.top_heads(torch.from_numpy(scores), k)) if k else []
+    top = sorted(metrics.top_heads(scores, k)) if k else []
     out: dict[str, list[Head]] = {}
     for cond in conditions:
         if cond == "top":
@@ -184,28 +159,7 @@ def head_sets(scores: np.ndarray, k: int, conditions: Sequence[str] = CONDITIONS
 # Masked accuracy
 
 
-def masked_predictions(model: Any, processor: Any, samples: Sequence[data.Sample], heads: Sequence[Head],
-                       mode: str = "uniform", batch_size: int = 16, max_new_tokens: int = 3) -> pd.DataFrame:
-    """Greedy answers with ``heads`` masked (:func:`helpers.capture.mask_heads`), scored per sample.
-
-    Returns one row per sample: ``sample_id``, ``question_kind``, ``prompt_kind``, ``prediction``,
-    ``correct`` (:func:`helpers.data.is_correct`).
-    """
-    rows = []
-    samples = list(samples)
-    with torch.no_grad(), capture.mask_heads(model, heads, mode=mode):
-        for start in range(0, len(samples), batch_size):
-            batch = samples[start:start + batch_size]
-            inputs, _ = extract.batch_inputs(model, processor, batch)
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            answers = processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-            for s, a in zip(batch, answers, strict=True):
-                rows.append({"sample_id": s.id, "question_kind": s.question_kind or "", "prompt_kind": s.prompt_kind,
-                             "prediction": a.strip(), "correct": data.is_correct(s, a.strip())})
-    return pd.DataFrame(rows)
-
-
-def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], scores: np.ndarray,
+def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], scores: np.ndarray, *,
                   ks: Sequence[int], conditions: Sequence[str] = CONDITIONS, seed: int = 0, mode: str = "uniform",
                   stage_order: str = "score", batch_size: int = 16, max_new_tokens: int = 3,
                   random_draws: int = 1) -> pd.DataFrame:
@@ -216,7 +170,7 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
     seed ``seed + k + 7919 * d``); :func:`curve_table` averages over them, since one draw is a noisy
     control. Columns: ``model``, ``condition``, ``k`` (asked), ``draw``, ``n_masked`` (masked, after
     capping stage conditions at the stage size), ``early`` / ``middle`` / ``late`` (masked heads per
-    stage), ``heads`` (the pairs, as text), and the columns of :func:`masked_predictions`.
+    stage), ``heads`` (the pairs, as text), and the columns of :func:`helpers.extract.answers`.
     """
     if random_draws < 1:
         raise ValueError(f"random_draws must be at least 1, got {random_draws}")
@@ -237,7 +191,8 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
         for cond, draw, heads in jobs:
             key = tuple(heads)
             if key not in cache:
-                cache[key] = masked_predictions(model, processor, samples, heads, mode, batch_size, max_new_tokens)
+                cache[key] = extract.answers(model, processor, samples, heads=heads, mode=mode, batch_size=batch_size,
+                                             max_new_tokens=max_new_tokens)
             part = cache[key].copy()
             stages = metrics.stage_distribution(heads, n_layers, normalize=False)
             part.insert(0, "model", name)
@@ -302,13 +257,6 @@ def accuracy_table(results_list: Sequence[Results]) -> pd.DataFrame:
     return frame.pivot_table(index="model", columns="dataset", values=["accuracy", "samples"], sort=False)
 
 
-def top_count(total_heads: int, k: int | float) -> int:
-    """``k`` heads: a count (``k >= 1``), or a fraction of ``total_heads`` (``k < 1``, at least 1)."""
-    if k <= 0:
-        raise ValueError(f"k must be positive (a count, or a fraction of all heads), got {k}")
-    return min(total_heads, max(1, round(k * total_heads)) if k < 1 else int(k))
-
-
 def stage_distribution_table(scores: dict[str, np.ndarray], k: int | float) -> pd.DataFrame:
     """Share of each model's top visual heads in each stage, and the stage's share of all heads.
 
@@ -319,11 +267,11 @@ def stage_distribution_table(scores: dict[str, np.ndarray], k: int | float) -> p
     rows = []
     for name, s in scores.items():
         n_layers, n_heads = s.shape
-        kk = top_count(n_layers * n_heads, k)
-        top = metrics.top_heads(torch.from_numpy(np.asarray(s, dtype=np.float64)), kk)
+        kk = metrics.head_count(n_layers * n_heads, k)
+        top = metrics.top_heads(np.asarray(s, dtype=np.float64), kk)
         dist = metrics.stage_distribution(top, n_layers)
         for stage in metrics.STAGES:
-            share = len(stage_heads(n_layers, n_heads, stage)) / (n_layers * n_heads)
+            share = len(metrics.stage_heads(n_layers, n_heads, stage)) / (n_layers * n_heads)
             rows.append({"model": name, "stage": stage, "top": dist[stage], "all": share, "k": kk})
     return pd.DataFrame(rows)
 
@@ -360,25 +308,23 @@ def concentration_accuracy(res: Results, heads: Sequence[Head], bins: int = 4,
 # The whole experiment over several models
 
 
-def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sample],
+def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sample], *,
                eval_samples: Sequence[data.Sample], ks: Sequence[int] = REAL_KS,
                fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
                seed: int = 0, mode: str = "uniform", stage_order: str = "score", batch_size: int = 16,
                max_new_tokens: int = 3, saved: Sequence[Results] = (), device: str | None = None,
                min_correct: int = 8, dataset: str = "ranking", rows: str | None = None, random_draws: int = 1
-               ) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
+               ) -> tuple[pd.DataFrame, dict[str, Ranking]]:
     """For each model in turn: rank heads on ``rank_samples``, mask on the held-out ``eval_samples``.
 
     The ranking comes from ``saved`` results of the same model name when given (e.g. a GPU sweep read with
     :func:`helpers.runs.load_saved`), else from :func:`helpers.extract.head_results` on ``rank_samples``.
     ``k`` values: :func:`k_grid` of the model's head count. Returns ``(per_sample, rankings)``:
-    :func:`masking_curve` rows of all models, and name -> ``(ranking results, scores [layers, heads], note)``.
+    :func:`masking_curve` rows of all models, and name -> :class:`helpers.results.Ranking`.
     ``dataset`` labels the ranking results (tables); ``rows``: the attention row the ranking is computed
-    from (:func:`helpers.runs.rows_for`; ``None`` picks by model). ``random_draws``: random control sets
+    from (:func:`helpers.selection.rows_for`; ``None`` picks by model). ``random_draws``: random control sets
     per ``k``, averaged (:func:`masking_curve`).
     """
-    from .runs import iter_models, rows_for
-
     saved_by_name = {r.model_name: r for r in saved}
     parts, rankings = [], {}
     for model, processor in iter_models(model_names, device):
@@ -387,17 +333,18 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
         if res is None:
             res = extract.head_results(model, processor, rank_samples, batch_size=batch_size, dataset=dataset,
                                        rows=rows_for(model, rows))
-        scores, note = visual_head_scores(res, min_correct)
-        total = scores.size  # the model's own head count (a spec may describe the full-size geometry)
+        ranking = res.ranking(min_correct)
+        total = ranking.scores.size  # the model's own head count (a spec may describe the full-size geometry)
         grid = k_grid(total, ks, fractions)
         print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples (rows="
-              f"{res.settings.get('rows')!r}); heads ranked by {note}; "
+              f"{res.settings.get('rows')!r}); heads ranked by {ranking.note}; "
               f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples")
-        part = masking_curve(model, processor, eval_samples, scores, grid, conditions, seed, mode, stage_order,
-                             batch_size, max_new_tokens, random_draws)
+        part = masking_curve(model, processor, eval_samples, ranking.scores, ks=grid, conditions=conditions,
+                             seed=seed, mode=mode, stage_order=stage_order, batch_size=batch_size,
+                             max_new_tokens=max_new_tokens, random_draws=random_draws)
         part["total_heads"] = total
         parts.append(part)
-        rankings[spec.name] = (res, scores, note)
+        rankings[spec.name] = ranking
     return pd.concat(parts, ignore_index=True), rankings
 
 
@@ -405,29 +352,21 @@ RANKING_FOLDER = "ranking"
 PER_SAMPLE_FILE = "masking_per_sample.parquet"
 
 
-def save(per_sample: pd.DataFrame, rankings: dict[str, tuple[Results, np.ndarray, str]], folder: Any) -> Any:
+def save(per_sample: pd.DataFrame, rankings: dict[str, Ranking], folder: str | Path) -> Path:
     """Write a masking experiment (:func:`run_models` output) to ``folder``: the per-sample rows and each
     model's ranking results (``ranking/{i}.parquet``, :func:`helpers.results.write`). Returns the folder."""
-    from pathlib import Path
-
-    from . import results
-
     folder = Path(folder)
     (folder / RANKING_FOLDER).mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{PER_SAMPLE_FILE}.tmp"
     per_sample.to_parquet(tmp, index=False)
     tmp.replace(folder / PER_SAMPLE_FILE)
-    for i, (res, _, _) in enumerate(rankings.values()):
-        results.write(res, folder / RANKING_FOLDER / f"{i:03d}.parquet")
+    for i, ranking in enumerate(rankings.values()):
+        results.write(ranking.results, folder / RANKING_FOLDER / f"{i:03d}.parquet")
     return folder
 
 
-def load(folder: Any, min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, tuple[Results, np.ndarray, str]]]:
+def load(folder: str | Path, min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, Ranking]]:
     """Read what :func:`save` wrote: ``(per_sample, rankings)``, the scores re-derived from the ranking results."""
-    from pathlib import Path
-
-    from . import results
-
     folder = Path(folder).expanduser()
     path = folder / PER_SAMPLE_FILE
     if not path.is_file():
@@ -436,18 +375,19 @@ def load(folder: Any, min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, tup
     rankings = {}
     for part in sorted((folder / RANKING_FOLDER).glob("*.parquet")):
         res = results.read(part)
-        rankings[res.model_name] = (res, *visual_head_scores(res, min_correct))
+        rankings[res.model_name] = res.ranking(min_correct)
     return pd.read_parquet(path), rankings
 
 
-def concentration_tables(rankings: dict[str, tuple[Results, np.ndarray, str]], k: int | float = 0.1,
+def concentration_tables(rankings: dict[str, Ranking], k: int | float = 0.1,
                          bins: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`concentration_accuracy` for every model of :func:`run_models`' rankings, over its top-``k``
-    visual heads (:func:`top_count`); the binned and the grouped rows of all models, concatenated."""
+    visual heads (:func:`helpers.metrics.head_count`); the binned and the grouped rows of all models, concatenated."""
     binned, grouped = [], []
-    for res, scores, _ in rankings.values():
-        heads = metrics.top_heads(torch.from_numpy(np.asarray(scores, dtype=np.float64)), top_count(scores.size, k))
-        b, g = concentration_accuracy(res, heads, bins)
+    for ranking in rankings.values():
+        scores = np.asarray(ranking.scores, dtype=np.float64)
+        heads = metrics.top_heads(scores, metrics.head_count(scores.size, k))
+        b, g = concentration_accuracy(ranking.results, heads, bins)
         binned.append(b)
         grouped.append(g)
     return pd.concat(binned, ignore_index=True), pd.concat(grouped, ignore_index=True)

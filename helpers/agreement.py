@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import metrics
 from .results import Results
@@ -32,15 +31,15 @@ def compare(a: np.ndarray, b: np.ndarray, k: int | float = 0.1, points: int = 20
     """Agreement of two ``[layers, heads]`` maps.
 
     Equal shapes: ``pearson``, ``spearman`` (flattened maps, NaN pairs dropped) and ``jaccard`` of the
-    top-``k`` heads (``k`` below 1: a fraction of all heads), ``basis="heads"``. Different shapes: Pearson
+    top-``k`` heads (``k`` below 1: a fraction of all heads, :func:`helpers.metrics.head_count`), ``basis="heads"``. Different shapes: Pearson
     and Spearman correlation of the depth profiles (mean over heads per layer, ``points`` depths),
     ``jaccard`` NaN, ``basis="depth profile"``.
     """
-    ta, tb = torch.as_tensor(np.asarray(a, dtype=np.float64)), torch.as_tensor(np.asarray(b, dtype=np.float64))
-    if ta.dim() != 2 or tb.dim() != 2:
+    ta, tb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if ta.ndim != 2 or tb.ndim != 2:
         raise ValueError(f"maps must be [layers, heads], got shapes {tuple(ta.shape)} and {tuple(tb.shape)}")
     if ta.shape == tb.shape:
-        kk = max(1, round(k * ta.numel())) if k < 1 else int(k)
+        kk = metrics.head_count(ta.size, k)
         return {"pearson": metrics.pearson(ta, tb), "spearman": metrics.spearman(ta, tb),
                 "jaccard": metrics.topk_jaccard(ta, tb, kk), "basis": "heads"}
     return {"pearson": metrics.profile_correlation(ta, tb, points),
@@ -140,24 +139,23 @@ def score_maps(results_list: Sequence[Results], score: str = "detection", min_co
                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """One ``[layers, heads]`` map per result, keyed by model name (``"{model} · {dataset}"`` when a model repeats).
 
-    ``score="detection"``: the detection score (:func:`helpers.ablation.visual_head_scores`, with its
+    ``score="detection"``: the detection score (:meth:`helpers.results.Results.ranking`, with its
     fallback to all boxed samples when fewer than ``min_correct`` are correct); any other name: the
     per-head mean of that score over all samples. Returns ``(maps, notes)``, notes saying what each map is.
     """
-    from .ablation import visual_head_scores
-
     names = [r.model_name for r in results_list]
     maps, notes = {}, {}
     for r in results_list:
         key = r.model_name if names.count(r.model_name) == 1 else f"{r.model_name} · {r.dataset}"
         if score == "detection":
-            maps[key], notes[key] = visual_head_scores(r, min_correct)
+            ranking = r.ranking(min_correct)
+            maps[key], notes[key] = ranking.scores, ranking.note
         else:
             maps[key], notes[key] = r.per_head(score), f"mean {score} over {len(r)} samples"
     return maps, notes
 
 
-def consistency_summary(results_by_model: Mapping[str, Sequence[Results]], score: str = "weight",
+def consistency_summary(results_by_model: Mapping[str, Sequence[Results]], score: str = "weight", *,
                         seed: int = 0) -> pd.DataFrame:
     """Per model: how consistent per-head ``score`` is across its data sets (Figure 5's numbers).
 
@@ -177,7 +175,7 @@ def consistency_summary(results_by_model: Mapping[str, Sequence[Results]], score
     return pd.DataFrame(rows)
 
 
-def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("detection", "weight"),
+def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("detection", "weight"), *,
                    families: Mapping[str, str] | None = None, k: int | float = 0.1, min_correct: int = 8,
                    seed: int = 0) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, str]]:
     """Figure 4's numbers: model x model agreement of each score's per-head map.
@@ -209,3 +207,64 @@ def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("de
         all_rows.append(rows)
         all_notes.update({f"{score} · {n}": note for n, note in notes.items()})
     return matrices, pd.concat(all_rows, ignore_index=True), all_notes
+
+
+def dataset_consistency(results_by_model: Mapping[str, Sequence[Results]], score: str = "weight", seed: int = 0
+                        ) -> dict[str, dict]:
+    """Figure 5's numbers, per model: what :func:`helpers.plots.dataset_consistency` draws.
+
+    ``{model: {"profiles": {dataset: (layer profile [layers], accuracy)}, "matrix": DataFrame, "variation":
+    [layers, heads]}}``: the layer profile (mean over heads) of ``score`` on each data set; the data set x data
+    set Pearson correlation of the per-head maps (:func:`across_datasets`), the split-half correlation within a
+    data set on the diagonal (:func:`split_half`, the ceiling set by sampling noise; data sets of at least 4
+    samples); the coefficient of variation of each head across data sets (:func:`head_variation`).
+    """
+    out = {}
+    for name, res_list in results_by_model.items():
+        pair_rows, _ = across_datasets(res_list, score)
+        labels = [r.dataset for r in res_list]
+        halves = {r.dataset: split_half(r, score, only_correct=False, seed=seed)["pearson"] for r in res_list
+                  if len(r) >= 4}
+        out[name] = {"profiles": {r.dataset: (np.nanmean(r.per_head(score), axis=1), r.accuracy) for r in res_list},
+                     "matrix": matrix(pair_rows, "pearson", labels, diagonal=halves),
+                     "variation": head_variation(res_list, score), "score": score}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions within one model (Figure 3)
+
+
+def difference_maps(maps: Mapping[str, Mapping[str, np.ndarray]], pairs: Sequence[tuple[str, str]]
+                    ) -> dict[str, dict[str, np.ndarray]]:
+    """``{"a - b": {label: maps[a][label] - maps[b][label]}}`` for each ``(a, b)`` in ``pairs`` present in ``maps``
+    (``maps`` from :meth:`helpers.results.Results.condition_maps`)."""
+    out = {}
+    for a, b in pairs:
+        if a in maps and b in maps:
+            out[f"{a} - {b}"] = {label: maps[a][label] - maps[b][label] for label in maps[a] if label in maps[b]}
+    return out
+
+
+def describe_conditions(maps: Mapping[str, Mapping[str, np.ndarray]], pairs: Sequence[tuple[str, str]],
+                        top: int = 3) -> pd.DataFrame:
+    """One row per condition pair and score: mean of each map, their difference, Pearson r and the top heads.
+
+    Printed under Figure 3 so that its reading rests on numbers of the model that ran.
+    """
+    rows = []
+    for a, b in pairs:
+        if a not in maps or b not in maps:
+            continue
+        for label in maps[a]:
+            if label not in maps[b]:
+                continue
+            ma, mb = maps[a][label], maps[b][label]
+            top_a = metrics.top_heads(np.asarray(ma, dtype=np.float64), top)
+            top_b = metrics.top_heads(np.asarray(mb, dtype=np.float64), top)
+            rows.append({"pair": f"{a} vs {b}", "score": label, "mean a": float(np.nanmean(ma)),
+                         "mean b": float(np.nanmean(mb)), "a - b": float(np.nanmean(ma - mb)),
+                         "pearson": compare(ma, mb)["pearson"],
+                         "top heads a": " ".join(f"{lyr}.{h}" for lyr, h in top_a),
+                         "top heads b": " ".join(f"{lyr}.{h}" for lyr, h in top_b)})
+    return pd.DataFrame(rows)

@@ -54,6 +54,7 @@ LETTER_INSTRUCTION = "Answer with the option's letter from the given choices dir
 QBENCH_INSTRUCTION = "Choose between one of the options as follows:"
 LETTERS = "ABCDEFGH"
 BOX_COLOR = (255, 0, 0)
+SHAPES = "shapes"  # the embedded synthetic PointQA-style set: its one name (folder data/shapes-pointqa)
 SHAPES_DIR = DATA_DIR / "shapes-pointqa"
 DEFAULT_IMAGE_CACHE = Path.home() / ".cache" / "visual-heads" / "images"
 
@@ -765,7 +766,7 @@ def load_shapes(folder: str | Path = SHAPES_DIR, split: str = "test", **kwargs: 
     path = folder / f"{split}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; build it with python {folder / 'generate.py'}")
-    return load_pointqa(path, folder, benchmark="shapes-pointqa", **kwargs)
+    return load_pointqa(path, folder, benchmark=SHAPES, **kwargs)
 
 
 def load_scenes_count(folder: str | Path | None = None, **kwargs: Any) -> SampleList:
@@ -938,7 +939,7 @@ def model_inputs(samples: Sequence[Sample], spec: Any) -> tuple[list[Image.Image
 
 
 LOADERS: dict[str, Callable[..., SampleList]] = {
-    "pointqa": load_pointqa, "shapes-pointqa": load_shapes, "pope": load_pope, "mmbench": load_mmbench,
+    "pointqa": load_pointqa, SHAPES: load_shapes, "pope": load_pope, "mmbench": load_mmbench,
     "seed": load_seed, "qbench": load_qbench, "scenes-count": load_scenes_count, "scenes-pope": load_scenes_pope,
     "scenes-choice": load_scenes_choice,
 }

@@ -5,9 +5,13 @@
     res.per_head("concentration")   # [layers, heads], mean over samples
     res.accuracy, res.detection_score()
 
-Notebooks and widgets call :func:`head_results`; sweeps (``helpers.sweep``) call :func:`run_batch` and write each
-batch to disk. Per batch: the images the model sees and the templated prompts (``helpers.data.model_inputs``),
-the processor with left padding, greedy ``model.generate`` under ``helpers.capture.attention``, the answer
+Notebooks call :func:`head_results`; sweeps (``helpers.sweep``) and the explorer (``helpers.widgets``) call
+:func:`run_batch`, whose :class:`Batch` record keeps what the batch built (inputs, images, geometries, key masks,
+rows, answers) so that nothing is run twice; :func:`answers` is the one greedy-answer loop (masked or not) that
+the masking experiments, the explorer and the organisms' cards share.
+
+Per batch: the images the model sees and the templated prompts (``helpers.data.model_inputs``), the processor
+with left padding, greedy ``model.generate`` under ``helpers.capture.attention``, the answer
 scored with ``helpers.data.is_correct``, the image / region tokens from ``helpers.layout``, the scores from
 ``helpers.metrics``. Scores per sample and head (``Results.scores``, each ``[samples, layers, heads]``):
 ``weight``, ``concentration``, ``region_weight``, ``region_share`` and ``region_hits`` (the share of the
@@ -18,8 +22,8 @@ tokens up to the captured one (never image tokens).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -38,27 +42,58 @@ def _pad_keys(mask: torch.Tensor, keys: int) -> torch.Tensor:
     return torch.nn.functional.pad(mask, (0, keys - mask.shape[1]), value=False)
 
 
-def batch_inputs(model: Any, processor: Any, samples: Sequence[data.Sample]) -> tuple[dict, list]:
-    """Processor inputs on the model's device (floating tensors in the model's dtype) and the images used."""
-    images, texts = data.model_inputs(samples, spec_of(model))
-    inputs = processor(images=images, text=texts, return_tensors="pt", padding=True, padding_side="left")
+def to_model(model: Any, inputs: Any) -> dict[str, torch.Tensor]:
+    """Processor outputs on the model's device, floating tensors in the model's dtype."""
     device = next(model.parameters()).device
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-    return {n: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for n, v in inputs.items()}, images
+    return {n: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for n, v in inputs.items()}
+
+
+def batch_inputs(model: Any, processor: Any, samples: Sequence[data.Sample], texts: Sequence[str] | None = None
+                 ) -> tuple[dict, list]:
+    """Processor inputs on the model's device (:func:`to_model`) and the images used, left padded.
+
+    ``texts``: the full texts to encode instead of the samples' templated prompts (e.g. prompt + answer).
+    """
+    images, prompts = data.model_inputs(samples, spec_of(model))
+    inputs = processor(images=images, text=list(prompts if texts is None else texts), return_tensors="pt",
+                       padding=True, padding_side="left")
+    return to_model(model, inputs), images
+
+
+def geometries(processor: Any, samples: Sequence[data.Sample], input_ids: torch.Tensor, token_id: int,
+               image_sizes: Sequence[Sequence[int]]) -> tuple[list[layout.ImageGeometry], list[torch.Tensor]]:
+    """Per sample: the footprints of its image tokens (:func:`helpers.layout.image_geometry` of ``image_sizes[i]``
+    as (h, w)) and their sequence positions; ``ValueError`` naming the sample when the two counts differ."""
+    geos, positions = [], layout.image_token_positions(input_ids.cpu(), token_id)
+    for sample, size, pos in zip(samples, image_sizes, positions, strict=True):
+        geo = layout.image_geometry(processor, size)
+        if geo.n_tokens != len(pos):
+            raise ValueError(f"sample {sample.id}: {len(pos)} image tokens in input_ids but the processor "
+                             f"geometry gives {geo.n_tokens} for an image of {tuple(size)} (height, width); pass the "
+                             "processor that belongs to the model")
+        geos.append(geo)
+    return geos, positions
 
 
 def key_masks(model: Any, processor: Any, samples: Sequence[data.Sample], input_ids: torch.Tensor,
-              image_sizes: Sequence[Sequence[int]], keys: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean image and region masks ``[batch, keys]`` over the captured keys; ``image_sizes`` as (h, w)."""
+              image_sizes: Sequence[Sequence[int]], keys: int,
+              geos: Sequence[layout.ImageGeometry] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean image and region masks ``[batch, keys]`` over the captured keys; ``image_sizes`` as (h, w).
+
+    ``geos``: the samples' :func:`geometries` when already known (else computed)."""
     tid = layout.image_token_id(model)
     ids = input_ids.cpu()
+    if geos is None:
+        geos, positions = geometries(processor, samples, ids, tid, image_sizes)
+    else:
+        positions = layout.image_token_positions(ids, tid)
     image = layout.image_token_mask(ids, tid)
     region = torch.zeros_like(image)
-    boxed = [i for i, s in enumerate(samples) if s.boxes]
-    if boxed:
-        region[boxed] = layout.region_mask(ids[boxed], tid, processor, [image_sizes[i] for i in boxed],
-                                           [samples[i].boxes for i in boxed],
-                                           sample_ids=[samples[i].id for i in boxed])
+    for i, s in enumerate(samples):
+        if s.boxes:
+            region[i, positions[i]] = layout.region_token_mask(processor, image_sizes[i], s.boxes, s.id,
+                                                               geometry=geos[i])
     return _pad_keys(image, keys), _pad_keys(region, keys)
 
 
@@ -90,12 +125,66 @@ def check_max_new_tokens(max_new_tokens: int, rows: str) -> None:
                          f"token{'s' * (need > 1)}; pass max_new_tokens >= {need}")
 
 
+@dataclass
+class Batch:
+    """What one batch built and produced (:func:`run_batch`), kept so that nothing is computed twice.
+
+    ``samples``; ``inputs``: the processor's inputs on the model's device; ``images``: the images the model saw
+    (boxes drawn for visual prompts); ``geometries`` / ``positions``: per sample its image tokens' footprints
+    (:func:`helpers.layout.image_geometry`) and sequence positions; ``image`` / ``region``: boolean key masks
+    ``[batch, keys]``; ``rows``: the captured float32 ``[batch, layers, heads, keys]`` (``None`` unless
+    ``keep_rows``); ``answers``: the decoded greedy answers; ``results``: the per-head scores derived from them.
+    """
+
+    samples: list[data.Sample]
+    inputs: dict[str, torch.Tensor]
+    images: list[Any]
+    geometries: list[layout.ImageGeometry]
+    positions: list[torch.Tensor]
+    image: torch.Tensor
+    region: torch.Tensor
+    rows: torch.Tensor | None
+    answers: list[str]
+    results: Results
+
+    def image_rows(self, i: int) -> torch.Tensor:
+        """Sample ``i``'s captured attention on its image tokens, in token order: ``[layers, heads, tokens]``."""
+        if self.rows is None:
+            raise ValueError("the batch kept no rows: run it with keep_rows=True")
+        return self.rows[i][:, :, self.positions[i]]
+
+    def region_tokens(self, i: int) -> torch.Tensor:
+        """Boolean ``[image tokens of sample i]``: those covering its box (all False without a box)."""
+        return self.region[i, self.positions[i]]
+
+
+def results_table(samples: Sequence[data.Sample], answers: Sequence[str], indices: Sequence[int] | None = None
+                  ) -> pd.DataFrame:
+    """One row per sample: ``index``, ``sample_id``, ``benchmark``, ``question_kind``, ``prompt_kind``, ``answer``,
+    ``prediction`` and ``correct`` (:func:`helpers.data.is_correct`)."""
+    return pd.DataFrame({
+        "index": list(indices) if indices is not None else list(range(len(samples))),
+        "sample_id": [s.id for s in samples],
+        "benchmark": [s.benchmark for s in samples],
+        "question_kind": [s.question_kind or "" for s in samples],
+        "prompt_kind": [s.prompt_kind for s in samples],
+        "answer": [str(s.answer) for s in samples],
+        "prediction": list(answers),
+        "correct": [data.is_correct(s, a) for s, a in zip(samples, answers, strict=True)],
+    })
+
+
+def decode(processor: Any, sequences: torch.Tensor, prompt_len: int) -> list[str]:
+    """The generated part of ``sequences`` as text, special tokens skipped, stripped."""
+    return [a.strip() for a in processor.tokenizer.batch_decode(sequences[:, prompt_len:], skip_special_tokens=True)]
+
+
 def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
               max_new_tokens: int = 4, k: float | int | str = 0.05, among: str = "all",
-              indices: Sequence[int] | None = None, keep_rows: bool = False) -> tuple[Results, torch.Tensor | None]:
-    """Generate greedily for one batch under capture and score every head.
+              indices: Sequence[int] | None = None, keep_rows: bool = False) -> Batch:
+    """Generate greedily for one batch under capture and score every head: the batch's :class:`Batch` record.
 
-    Returns ``(results, rows)``: ``rows`` is the float32 ``[batch, layers, heads, keys]`` tensor when
+    ``batch.results`` holds the scores; ``batch.rows`` the float32 ``[batch, layers, heads, keys]`` tensor when
     ``keep_rows`` (full attention rows on request), else ``None``. ``indices`` label the samples'
     positions in their split (default ``0..batch-1``). ``rows``, ``k``, ``among``: see
     ``helpers.capture.attention`` and ``helpers.metrics.detection_hits``. ``max_new_tokens`` is what is
@@ -109,28 +198,42 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
         out = model.generate(**inputs, max_new_tokens=max_new_tokens,
                              do_sample=False, output_scores=True, return_dict_in_generate=True)
     check_finite(out.scores[0], what="the first generated token's logits")
-    answers = [a.strip() for a in processor.tokenizer.batch_decode(out.sequences[:, prompt_len:],
-                                                                   skip_special_tokens=True)]
+    answers = decode(processor, out.sequences, prompt_len)
     captured = att.rows
-    image, region = key_masks(model, processor, samples, inputs["input_ids"], [im.size[::-1] for im in images],
-                              captured.shape[-1])
+    sizes = [im.size[::-1] for im in images]
+    geos, positions = geometries(processor, samples, inputs["input_ids"], layout.image_token_id(model), sizes)
+    image, region = key_masks(model, processor, samples, inputs["input_ids"], sizes, captured.shape[-1], geos)
     has_box = torch.tensor([bool(s.boxes) for s in samples])
     per_head = {n: v.float().numpy() for n, v in head_scores(captured, image, region, has_box, k, among).items()}
-    table = pd.DataFrame({
-        "index": list(indices) if indices is not None else list(range(len(samples))),
-        "sample_id": [s.id for s in samples],
-        "benchmark": [s.benchmark for s in samples],
-        "question_kind": [s.question_kind or "" for s in samples],
-        "prompt_kind": [s.prompt_kind for s in samples],
-        "answer": [str(s.answer) for s in samples],
-        "prediction": answers,
-        "correct": [data.is_correct(s, a) for s, a in zip(samples, answers, strict=True)],
-        "n_image_tokens": image.sum(1).tolist(),
-        "n_region_tokens": region.sum(1).tolist(),
-    })
+    table = results_table(samples, answers, indices)
+    table["n_image_tokens"] = image.sum(1).tolist()
+    table["n_region_tokens"] = region.sum(1).tolist()
     settings = {"model_name": spec_of(model).name, "rows": rows, "k": k, "among": among,
                 "max_new_tokens": max_new_tokens}
-    return Results(table, per_head, settings), (captured if keep_rows else None)
+    return Batch(samples, inputs, images, geos, positions, image, region, captured if keep_rows else None, answers,
+                 Results(table, per_head, settings))
+
+
+def answers(model: Any, processor: Any, samples: Sequence[data.Sample], *, heads: Sequence[tuple[int, int]] = (),
+            mode: str = "uniform", batch_size: int = 16, max_new_tokens: int = 3) -> pd.DataFrame:
+    """Greedy answers of ``samples``, with ``heads`` masked (:func:`helpers.capture.mask_heads`; none: unmasked),
+    scored: the one answers loop of the package.
+
+    Returns one row per sample: ``sample_id``, ``question_kind``, ``prompt_kind``, ``prediction``, ``correct``
+    (:func:`helpers.data.is_correct`). ``mode``: see :func:`helpers.capture.mask_heads`.
+    """
+    samples = list(samples)
+    parts = []
+    with torch.no_grad(), capture.mask_heads(model, heads, mode=mode):
+        for start in range(0, len(samples), batch_size):
+            batch = samples[start:start + batch_size]
+            inputs, _ = batch_inputs(model, processor, batch)
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            parts.append(results_table(batch, decode(processor, out, inputs["input_ids"].shape[1])))
+    columns = ["sample_id", "question_kind", "prompt_kind", "prediction", "correct"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]
 
 
 def head_results(model: Any, processor: Any, samples: Sequence[data.Sample], batch_size: int = 8,
@@ -149,28 +252,9 @@ def head_results(model: Any, processor: Any, samples: Sequence[data.Sample], bat
               desc=f"{spec_of(model).name} {dataset}".strip()) as bar:
         for start in range(0, len(samples), batch_size):
             batch = samples[start:start + batch_size]
-            parts.append(run_batch(model, processor, batch, indices=range(start, start + len(batch)), **kwargs)[0])
+            parts.append(run_batch(model, processor, batch, indices=range(start, start + len(batch)),
+                                   **kwargs).results)
             bar.update(len(batch))
     res = concat(parts)
     res.settings.update(dataset=dataset, batch_size=batch_size)
     return res
-
-
-def panels(dataset: str, n: int, seed: int = 0, split_by: str | None = "question_kind",
-           prompt_kind: str | None = "visual", **load_kwargs: Any) -> dict[str, list]:
-    """Samples of ``dataset`` (a key of ``helpers.data.LOADERS``) grouped into figure panels.
-
-    ``split_by``: a :class:`helpers.data.Sample` attribute whose values name the panels
-    (``"question_kind"``: general / object / super for PointQA) or None for one panel.
-    ``prompt_kind``: keep only ``"visual"`` or ``"plain"`` samples (None: both). Each panel is a
-    seeded random choice of at most ``n`` samples, in dataset order.
-    """
-    samples = [s for s in data.load(dataset, **load_kwargs) if prompt_kind is None or s.prompt_kind == prompt_kind]
-    groups: dict[str, list] = {}
-    for s in samples:
-        key = dataset if split_by is None else f"{dataset} {getattr(s, split_by)}"
-        groups.setdefault(key, []).append(s)
-    if not groups:
-        raise ValueError(f"{dataset}: no samples with prompt_kind={prompt_kind!r}")
-    rng = random.Random(seed)
-    return {k: [v[i] for i in sorted(rng.sample(range(len(v)), min(n, len(v))))] for k, v in groups.items()}

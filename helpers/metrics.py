@@ -29,9 +29,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 Index = torch.Tensor | Sequence[torch.Tensor]
+Map = torch.Tensor | np.ndarray  # a [layers, heads] score map: NumPy (as Results.per_head gives) or torch
+
+
+def as_map(scores: Map | Sequence) -> torch.Tensor:
+    """A score map (or profile) as a tensor: NumPy arrays and nested lists are wrapped, tensors pass through."""
+    return scores if isinstance(scores, torch.Tensor) else torch.as_tensor(np.asarray(scores))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +352,7 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor | None = None, kind: Lite
 # Ranking and stages
 
 
-def top_heads(scores: torch.Tensor, k: int) -> list[tuple[int, int]]:
+def top_heads(scores: Map, k: int) -> list[tuple[int, int]]:
     """The ``k`` best ``(layer, head)`` pairs of ``scores [layers, heads]``, best first.
 
     NaN scores rank last (after ``-inf``); ties keep (layer, head) order. ``k`` is a count ``>= 0``
@@ -358,6 +365,7 @@ def top_heads(scores: torch.Tensor, k: int) -> list[tuple[int, int]]:
             raise TypeError(f"top_heads: k must be an integer count of heads, got {k!r}") from None
     if k < 0:
         raise ValueError(f"top_heads: k must be a count >= 0, got {k}")
+    scores = as_map(scores)
     if scores.dim() != 2:
         raise ValueError(f"scores must be [layers, heads], got shape {tuple(scores.shape)}")
     flat = scores.double().flatten()
@@ -368,13 +376,40 @@ def top_heads(scores: torch.Tensor, k: int) -> list[tuple[int, int]]:
     return [(int(i) // heads, int(i) % heads) for i in order]
 
 
+def head_count(total_heads: int, k: int | float) -> int:
+    """``k`` heads as a count: ``k >= 1`` is a count, ``0 < k < 1`` a fraction of ``total_heads`` (at least 1);
+    never more than ``total_heads``. The one reading of "k as a fraction or a count" for head sets."""
+    if k <= 0:
+        raise ValueError(f"k must be positive (a count, or a fraction of all heads), got {k}")
+    return min(total_heads, max(1, round(k * total_heads)) if k < 1 else int(k))
+
+
+def stage_heads(n_layers: int, n_heads: int, stage: str) -> list[tuple[int, int]]:
+    """Every ``(layer, head)`` of ``stage`` (early / middle / late, :func:`stage_of`)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    return [(lyr, h) for lyr in range(n_layers) if stage_of(lyr, n_layers) == stage for h in range(n_heads)]
+
+
 STAGES = ("early", "middle", "late")
 
 
-def stage_of(layer: int, n_layers: int) -> str:
-    """``"early"``, ``"middle"`` or ``"late"`` for ``layer`` of ``n_layers`` (``helpers.models.stage_bounds``)."""
-    from .models import stage_bounds
+def stage_bounds(n_layers: int) -> tuple[int, int]:
+    """First layer of the middle and of the late stage.
 
+    The released code splits 32 layers as 0-9 / 10-19 / 20-31 and 40 layers as 0-12 / 13-26 / 27-39;
+    those two are kept exactly. Other depths (toy models) use ``round(L/3)``, ``round(2L/3)``.
+    """
+    known = {32: (10, 20), 40: (13, 27)}
+    if n_layers in known:
+        return known[n_layers]
+    if n_layers < 3:
+        raise ValueError(f"need at least 3 layers to split into stages, got {n_layers}")
+    return round(n_layers / 3), round(2 * n_layers / 3)
+
+
+def stage_of(layer: int, n_layers: int) -> str:
+    """``"early"``, ``"middle"`` or ``"late"`` for ``layer`` of ``n_layers`` (:func:`stage_bounds`)."""
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer {layer} out of range for {n_layers} layers")
     a, b = stage_bounds(n_layers)
@@ -395,7 +430,8 @@ def stage_distribution(heads: Sequence[tuple[int, int]], n_layers: int, normaliz
 # Cross-model agreement
 
 
-def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(a: Map, b: Map) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = as_map(a), as_map(b)
     if a.shape != b.shape:
         raise ValueError(f"score maps differ in shape {tuple(a.shape)} vs {tuple(b.shape)}; for models of different "
                          "depth compare layer_profile(...) on normalised depth (profile_correlation)")
@@ -404,7 +440,7 @@ def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return a[ok], b[ok]
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+def pearson(a: Map, b: Map) -> float:
     """Pearson correlation of two equal-shape score maps, flattened (NaN pairs dropped)."""
     a, b = _pair(a, b)
     a, b = a - a.mean(), b - b.mean()
@@ -425,22 +461,22 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+def spearman(a: Map, b: Map) -> float:
     """Spearman rank correlation (Pearson of average ranks) of two equal-shape score maps."""
     a, b = _pair(a, b)
     return pearson(_ranks(a), _ranks(b))
 
 
-def topk_jaccard(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
+def topk_jaccard(a: Map, b: Map, k: int) -> float:
     """``|A ∩ B| / |A ∪ B|`` of the top-``k`` heads of two equal-shape ``[layers, heads]`` score maps."""
     _pair(a, b)
     sa, sb = set(top_heads(a, k)), set(top_heads(b, k))
     return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
 
 
-def layer_profile(scores: torch.Tensor, reduce: Literal["mean", "max", "sum"] = "mean") -> torch.Tensor:
+def layer_profile(scores: Map, reduce: Literal["mean", "max", "sum"] = "mean") -> torch.Tensor:
     """One value per layer from ``scores [layers, heads]`` (NaN-aware ``reduce`` over heads): ``[layers]``."""
-    s = scores.double()
+    s = as_map(scores).double()
     if reduce == "mean":
         return torch.nanmean(s, dim=1)
     if reduce == "sum":
@@ -450,7 +486,7 @@ def layer_profile(scores: torch.Tensor, reduce: Literal["mean", "max", "sum"] = 
     raise ValueError(f"reduce must be 'mean', 'max' or 'sum', got {reduce!r}")
 
 
-def depth_profile(scores: torch.Tensor, points: int = 20,
+def depth_profile(scores: Map, points: int = 20,
                   reduce: Literal["mean", "max", "sum"] = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """The layer profile on normalised depth: ``(depth [points], profile [points])``.
 
@@ -468,7 +504,7 @@ def depth_profile(scores: torch.Tensor, points: int = 20,
     return depth, prof[lo] * (1 - frac) + prof[hi] * frac
 
 
-def profile_correlation(a: torch.Tensor, b: torch.Tensor, points: int = 20,
+def profile_correlation(a: Map, b: Map, points: int = 20,
                         reduce: Literal["mean", "max", "sum"] = "mean",
                         method: Literal["pearson", "spearman"] = "pearson") -> float:
     """Correlation of two models' depth profiles (:func:`depth_profile`); the maps may differ in shape."""

@@ -27,23 +27,10 @@ import torch
 from .assemble import OrganismError, is_organism, load_organism
 from .baselm import BaseLMError
 from .env import default_device
+from .metrics import stage_bounds
 
 # ---------------------------------------------------------------------------------------------
 # Registry
-
-
-def stage_bounds(n_layers: int) -> tuple[int, int]:
-    """First layer of the middle and of the late stage.
-
-    The released code splits 32 layers as 0-9 / 10-19 / 20-31 and 40 layers as 0-12 / 13-26 / 27-39;
-    those two are kept exactly. Other depths (toy models) use ``round(L/3)``, ``round(2L/3)``.
-    """
-    known = {32: (10, 20), 40: (13, 27)}
-    if n_layers in known:
-        return known[n_layers]
-    if n_layers < 3:
-        raise ValueError(f"need at least 3 layers to split into stages, got {n_layers}")
-    return round(n_layers / 3), round(2 * n_layers / 3)
 
 
 SYSTEM_VICUNA = (
@@ -523,53 +510,3 @@ def decoder_layers(model: Any) -> list[Any]:
 def memory_footprint_gib(model: Any) -> float:
     """Bytes held by the model's parameters and buffers, in GiB."""
     return model.get_memory_footprint() / 2**30
-
-
-# ---------------------------------------------------------------------------------------------
-# The embedded default
-
-GPU_DEFAULT = "llava-v1.5-7b"
-
-
-def toy_models(folder: Path | None = None) -> list[str]:
-    """The trained toy model folders ``toy-*`` in ``folder`` (default ``data/``) holding a ``config.json``, sorted."""
-    from .env import DATA_DIR
-
-    folder = DATA_DIR if folder is None else Path(folder)
-    return [str(p) for p in sorted(folder.glob("toy-*")) if (p / "config.json").is_file()]
-
-
-def embedded_default() -> Path:
-    """Folder of the CPU default model: the first trained toy model in ``data/`` when present,
-    else a tiny random-weight LLaVA-1.5 built offline into ``build/offline/`` (a stand-in whose
-    figures show code paths, not findings; notebooks say which one ran)."""
-    from .env import REPO_ROOT
-
-    toys = toy_models()
-    if toys:
-        return Path(toys[0])
-    folder = REPO_ROOT / "build" / "offline" / "llava-v1.5-7b-tiny-random"
-    if not (folder / "config.json").is_file():
-        from .offline import save
-
-        save("llava-v1.5-7b", folder, tiny=True, layers=4)
-    return folder
-
-
-def load_default(model: str | None = None, device: str | None = None,
-                 quantization: str | None = "auto") -> tuple[Any, Any]:
-    """Load what a notebook's parameters ask for; ``model=None`` picks by hardware.
-
-    On CUDA: ``model`` or :data:`GPU_DEFAULT`, 4-bit unless ``quantization`` says otherwise.
-    On CPU: ``model`` or :func:`embedded_default`, unquantized. Prints what was loaded.
-    """
-    device = device or default_device()
-    on_gpu = device.startswith("cuda")
-    name = model or (GPU_DEFAULT if on_gpu else embedded_default())
-    if quantization == "auto":
-        quantization = "4bit" if on_gpu and not Path(str(name)).is_dir() else None  # hub models only
-    loaded = load(name, quantization=quantization, device=device)
-    spec = loaded[0].vh_spec
-    print(f"loaded {spec.name} on {device} (quantization={quantization}; {spec.layers} layers x {spec.heads} "
-          f"heads, {spec.kv_heads} kv heads){' - ' + spec.note if spec.note else ''}")
-    return loaded

@@ -58,7 +58,8 @@ from safetensors.torch import load_file, save_file
 
 from . import ablation, assemble, baselm, capture, data, extract, layout, metrics, scenes, tasks
 from .env import DATA_DIR, REPO_ROOT
-from .models import TEMPLATES, load, toy_models
+from .models import TEMPLATES, load
+from .selection import toy_models
 
 ORGANISMS_DIR = DATA_DIR / "organisms"
 VISION_DIR = ORGANISMS_DIR / "vision-tower"
@@ -458,7 +459,7 @@ def evaluate(model: Any, processor: Any, *, seed: int, samples: int, image: str 
         chosen = task_samples(name, seed, samples)
         if image == "blank":
             chosen = blank(chosen)
-        table = ablation.masked_predictions(model, processor, chosen, heads=[], batch_size=batch_size)
+        table = extract.answers(model, processor, chosen, batch_size=batch_size)
         golds = [s.answer for s in chosen]
         entry = {"accuracy": round(float(table.correct.mean()), 4), "ci95": wilson(int(table.correct.sum()), len(table)),
                  "chance": round(tasks.chance(name), 4),
@@ -515,12 +516,13 @@ def attention_statistics(model: Any, processor: Any, samples: Sequence[data.Samp
 def head_maps(model: Any, processor: Any, *, n: int = 96, batch_size: int = 16) -> dict:
     """Per-head maps ``[layers][heads]`` on the ranking set (counting, box drawn, seed ``HELD_OUT_SEED + 1``).
 
-    ``detection``: the visual-head score (:func:`helpers.ablation.visual_head_scores`) with its note;
+    ``detection``: the visual-head score (:meth:`helpers.results.Results.ranking`) with its note;
     ``weight``: mean attention weight on the image tokens over all samples.
     """
     rank = tasks.count_samples(HELD_OUT_SEED + 1, n, prompt_kinds=("visual",))
     res = extract.head_results(model, processor, rank, batch_size=batch_size, dataset="scenes-count ranking")
-    scores, note = ablation.visual_head_scores(res)
+    ranking = res.ranking()
+    scores, note = ranking.scores, ranking.note
     clean = lambda a: np.round(np.nan_to_num(np.asarray(a, dtype=float), nan=0.0), 5).tolist()  # noqa: E731
     return {"detection": clean(scores), "detection_note": note, "weight": clean(res.per_head("weight")),
             "samples": n, "accuracy": round(float(res.correct_mask().mean()), 4)}
@@ -565,7 +567,7 @@ def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples:
             draws: int = MASKING_DRAWS, batch_size: int = 16) -> tuple[pd.DataFrame, str]:
     """Mask the top visual heads on held-out scenes against random same-stage and same-layer heads.
 
-    Heads are ranked (:func:`helpers.ablation.visual_head_scores`, the detection score over correctly
+    Heads are ranked (:meth:`helpers.results.Results.ranking`, the detection score over correctly
     answered samples) on counting samples with the box drawn from seed ``HELD_OUT_SEED + 1``, and masked
     on other counting samples (both prompt kinds) from :data:`HELD_OUT_SEED`: independent draws (sample
     ``i`` uses ``default_rng([seed, i])``). Returns the per-(condition, k) table and the ranking note:
@@ -576,8 +578,9 @@ def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples:
     rank = tasks.count_samples(HELD_OUT_SEED + 1, rank_samples, prompt_kinds=("visual",))
     held = tasks.count_samples(HELD_OUT_SEED, eval_samples)
     res = extract.head_results(model, processor, rank, batch_size=batch_size, dataset="scenes-count ranking")
-    scores, note = ablation.visual_head_scores(res)
-    per_sample = ablation.masking_curve(model, processor, held, scores, masking_ks(scores.size),
+    ranking = res.ranking()
+    scores, note = ranking.scores, ranking.note
+    per_sample = ablation.masking_curve(model, processor, held, scores, ks=masking_ks(scores.size),
                                         conditions=MASKING_CONDITIONS, random_draws=draws, batch_size=batch_size)
     per_draw = per_sample.groupby(["condition", "k", "draw"])["correct"].agg(["mean", "sum", "count"]).reset_index()
     rows = []

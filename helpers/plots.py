@@ -396,39 +396,32 @@ def agreement_matrices(matrices: dict, families: dict | None = None, title: str 
     return fig
 
 
-def dataset_consistency(results_by_model: dict, score: str = "weight", title: str | None = None
-                        ) -> matplotlib.figure.Figure:
+def dataset_consistency(tables: dict, title: str | None = None) -> matplotlib.figure.Figure:
     """Figure 5: how one score per head changes across data sets, one row per model.
 
-    ``results_by_model``: model name -> list of :class:`helpers.results.Results` (one per data set).
-    Columns: the layer profile (mean over heads) of the score on each data set; the data set x data set
-    Pearson correlation of the per-head maps (:func:`helpers.agreement.across_datasets`; on the diagonal
-    the split-half correlation within the data set, the ceiling set by sampling noise); the coefficient
-    of variation of each head across data sets (:func:`helpers.agreement.head_variation`).
+    ``tables``: :func:`helpers.agreement.dataset_consistency` (model name -> its profiles, matrix and
+    variation). Columns: the layer profile (mean over heads) of the score on each data set; the data set x
+    data set Pearson correlation of the per-head maps (on the diagonal the split-half correlation within the
+    data set, the ceiling set by sampling noise); the coefficient of variation of each head across data sets.
     """
     import matplotlib.pyplot as plt
 
-    from . import agreement
-
-    models = list(results_by_model)
+    models = list(tables)
     fig, axes = plt.subplots(len(models), 3, squeeze=False, figsize=(13.5, 3.4 * len(models) + 0.5),
                              gridspec_kw={"width_ratios": [1.3, 1, 1]})
     for row, name in zip(axes, models, strict=True):
-        res_list = results_by_model[name]
-        for r in res_list:
-            prof = np.nanmean(r.per_head(score), axis=1)
-            row[0].plot(np.arange(len(prof)), prof, marker="o", ms=3, label=f"{r.dataset} (acc {r.accuracy:.0%})")
+        table = tables[name]
+        score = table["score"]
+        for dataset, (prof, accuracy) in table["profiles"].items():
+            row[0].plot(np.arange(len(prof)), prof, marker="o", ms=3, label=f"{dataset} (acc {accuracy:.0%})")
         row[0].set_xlabel("layer")
         _integer_ticks(row[0])
         row[0].set_ylabel(f"mean {score} over heads")
         row[0].set_title(name, fontsize=9)
         row[0].grid(alpha=0.3)
         row[0].legend(fontsize=6.5)
-        pair_rows, _ = agreement.across_datasets(res_list, score)
-        labels = [r.dataset for r in res_list]
-        halves = {r.dataset: agreement.split_half(r, score, only_correct=False)["pearson"] for r in res_list
-                  if len(r) >= 4}
-        mat = agreement.matrix(pair_rows, "pearson", labels, diagonal=halves).to_numpy(dtype=float)
+        labels = list(table["matrix"].index)
+        mat = table["matrix"].to_numpy(dtype=float)
         im = row[1].imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
         row[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=6.5)
         row[1].set_yticks(range(len(labels)), labels, fontsize=6.5)
@@ -436,8 +429,7 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
         row[1].set_title(f"{name}: Pearson r of per-head {score}\n(diagonal: split-half r within a data set)",
                          fontsize=8.5)
         fig.colorbar(im, ax=row[1], shrink=0.8)
-        cv = agreement.head_variation(res_list, score)
-        im = row[2].imshow(cv, aspect="auto", interpolation="nearest", cmap="magma")
+        im = row[2].imshow(table["variation"], aspect="auto", interpolation="nearest", cmap="magma")
         row[2].set_title(f"{name}: variation across data sets (std/mean)", fontsize=9)
         row[2].set_xlabel("head")
         row[2].set_ylabel("layer")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class Results:
     def per_head(self, name: str, only_correct: bool = False) -> np.ndarray:
         """Mean over samples of score ``name``, NaN skipped: float32 ``[layers, heads]`` (NaN where no sample counts).
 
-        A NumPy array; ``torch.from_numpy`` turns it into what :mod:`helpers.metrics` takes.
+        A NumPy array, which :mod:`helpers.metrics` takes as it is.
         """
         values = self.scores[name][self.correct_mask()] if only_correct else self.scores[name]
         if not len(values):
@@ -100,6 +101,101 @@ class Results:
     def detection_score(self) -> np.ndarray:
         """The detection score ``[layers, heads]``: mean ``region_hits`` over correctly answered samples."""
         return self.per_head("region_hits", only_correct=True)
+
+    def ranking(self, min_correct: int = 8, score: str = "region_hits") -> Ranking:
+        """The visual-head score ``[layers, heads]`` used to rank heads, with a note saying what it is.
+
+        The detection score (``score``, default ``region_hits``, averaged over correctly answered samples
+        with a box: :meth:`detection_score`). When fewer than ``min_correct`` such samples exist (an
+        untrained stand-in answers nothing right), it is averaged over all boxed samples instead, and the
+        note says so.
+        """
+        if score not in self.scores:
+            raise KeyError(f"results have no score {score!r}; scores: {sorted(self.scores)}")
+        boxed = ~np.isnan(self.scores[score]).all(axis=(1, 2))
+        if not boxed.any():
+            raise ValueError(f"{self.model_name} on {self.dataset}: no sample has a box, so no detection score; rank "
+                             "on a PointQA-style set (shapes, pointqa)")
+        n_correct = int((boxed & self.correct_mask()).sum())
+        if n_correct >= min_correct:
+            return Ranking(self, self.per_head(score, only_correct=True),
+                           f"detection score ({score}) over {n_correct} correct samples")
+        return Ranking(self, self.per_head(score), f"detection score ({score}) over all {int(boxed.sum())} boxed "
+                       f"samples: only {n_correct} correct (< {min_correct})")
+
+    # ----- regrouping
+
+    def split_by(self, column: str) -> dict[str, Results]:
+        """The samples grouped by a table column (e.g. ``prompt_kind``), in order of first appearance.
+
+        Each part keeps the settings; its ``dataset`` becomes ``"{dataset}/{value}"``.
+        """
+        if column not in self.table:
+            raise KeyError(f"results have no column {column!r}; columns: {list(self.table.columns)}")
+        values = [v for v in dict.fromkeys(self.table[column].tolist()) if v not in ("", None)]
+        parts = {}
+        for value in values:
+            part = self.select(self.table[column].to_numpy() == value)
+            part.settings["dataset"] = f"{self.dataset}/{value}"
+            parts[str(value)] = part
+        return parts
+
+    def condition_maps(self, scores: Mapping[str, str] | Sequence[str] = ("weight", "region_weight"),
+                       columns: Sequence[str] = ("prompt_kind", "question_kind")) -> dict[str, dict[str, np.ndarray]]:
+        """Per-head mean maps ``[layers, heads]`` for every value of each condition column (Figure 3).
+
+        ``scores``: score names, or ``{label: score name}`` to label the columns of the figure. Returns
+        ``{condition value: {label: map}}`` (e.g. ``{"visual": {"weight": ...}, "plain": ..., "general": ...}``),
+        values in order of first appearance, columns in the order given.
+        """
+        labels = dict(scores) if isinstance(scores, Mapping) else {s: s for s in scores}
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for column in columns:
+            if column not in self.table:
+                continue
+            for value, part in self.split_by(column).items():
+                out[value] = {label: part.per_head(name) for label, name in labels.items() if name in part.scores}
+        return out
+
+    @staticmethod
+    def stack(results_list: Sequence[Results]) -> Results:
+        """Samples of several results of one model stacked into one (settings of the first; ``index`` renumbered)."""
+        if not results_list:
+            raise ValueError("no results to merge")
+        table = pd.concat([r.table for r in results_list], ignore_index=True)
+        table["index"] = np.arange(len(table))
+        scores = {k: np.concatenate([r.scores[k] for r in results_list]) for k in results_list[0].scores}
+        return Results(table, scores, dict(results_list[0].settings))
+
+    @staticmethod
+    def by_model(results_list: Sequence[Results], split_dataset: str | None = None, split: str | None = None
+                 ) -> dict[str, list[Results]]:
+        """Results grouped by model name, in order of first appearance; with ``split``, the results on
+        ``split_dataset`` are replaced by their parts by table column ``split`` (:meth:`split_by`).
+
+        E.g. ``Results.by_model(res, "shapes", "question_kind")``: the synthetic set's general / object / super
+        questions become three "data sets" next to any real benchmarks (Figure 5 on CPU).
+        """
+        out: dict[str, list[Results]] = {}
+        for res in results_list:
+            parts = list(res.split_by(split).values()) if split and res.dataset == split_dataset else [res]
+            out.setdefault(res.model_name, []).extend(parts)
+        return out
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How one model's heads are ranked: the ranking ``results``, the ``scores [layers, heads]`` and a ``note``
+    saying what the scores are (:meth:`Results.ranking`)."""
+
+    results: Results
+    scores: np.ndarray
+    note: str
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.results.model_name
 
 
 def concat(parts: list[Results], names: list[str] | None = None, *, unique_ids: bool = False) -> Results:
@@ -263,8 +359,6 @@ def load_released(folder: str | Path, model: str = "", split: str = "") -> Resul
 
 def _released_array(path: Path) -> np.ndarray:
     """One released file as float32 ``[samples, layers, heads]``; :class:`ResultsError` naming it otherwise."""
-    import torch
-
     obj = torch.load(path, map_location="cpu", weights_only=True)
     try:
         if isinstance(obj, (list, tuple)):

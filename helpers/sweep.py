@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from . import __version__, data, extract, results
-from .models import ModelLoadError, load_default, spec_of
+from . import __version__, data, extract, results, selection
+from .models import ModelLoadError, spec_of
 
-SHAPES = ("shapes", "shapes-pointqa")
+SHAPES = (data.SHAPES,)
 BENCHMARKS = (*SHAPES, *(b for b in data.LOADERS if b not in SHAPES))
 QUANTIZATIONS = ("auto", "none", "4bit", "8bit")
 RUN_ONLY = ("samples", "processes")  # in settings.json, not compared on resume
@@ -283,8 +285,6 @@ def renumber(parts: list[results.Results], paths: list[Path], done: dict[str, in
         results.write(part, path)
         maps = path.with_name(path.name.replace("part-", "maps-", 1).replace(".parquet", ".safetensors"))
         if maps.is_file():
-            from safetensors.torch import load_file, save_file
-
             tensors = load_file(str(maps))
             tensors["index"] = torch.tensor(now)
             tmp = maps.with_name(f".{maps.name}.tmp-{os.getpid()}")
@@ -335,8 +335,8 @@ def process(model: Any, processor: Any, samples: list[data.Sample], todo: list[i
     while pos < len(todo):
         idx = todo[pos:pos + batch_size]
         try:
-            res, rows = extract.run_batch(model, processor, [samples[i] for i in idx], indices=idx,
-                                          keep_rows=save_maps, **kwargs)
+            batch = extract.run_batch(model, processor, [samples[i] for i in idx], indices=idx,
+                                      keep_rows=save_maps, **kwargs)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
             if not _is_oom(err):
                 raise
@@ -347,13 +347,12 @@ def process(model: Any, processor: Any, samples: list[data.Sample], todo: list[i
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             continue
+        res = batch.results
         res.settings = settings
         stem = _free_stem(out, rank, idx[0])
         if save_maps:
-            from safetensors.torch import save_file
-
             tmp = out / f".maps-{stem}.tmp"
-            save_file({"rows": rows.half().contiguous(), "index": torch.tensor(idx)}, str(tmp))
+            save_file({"rows": batch.rows.half().contiguous(), "index": torch.tensor(idx)}, str(tmp))
             os.replace(tmp, out / f"maps-{stem}.safetensors")
         results.write(res, out / f"part-{stem}.parquet")
         pos += len(idx)
@@ -374,8 +373,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Check, load the samples, compare with what ``args.out`` holds, load the model, compare again, run."""
-    from accelerate import PartialState
-
     check_args(args)
     samples = load_samples(args)
     recorded, parts, paths = previous_run(args.out)
@@ -385,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world = state.process_index, state.num_processes
     device = f"cuda:{state.local_process_index}" if torch.cuda.is_available() else "cpu"
     quantization = None if args.quantization == "none" else args.quantization
-    model, processor = load_default(args.model, device=device, quantization=quantization)
+    model, processor = selection.load_default(args.model, device=device, quantization=quantization)
     settings = settings_of(model, args)
     check_resume(args.out, settings, recorded, parts, paths)
     if rank == 0:
@@ -402,34 +399,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_samples(args: argparse.Namespace) -> list[data.Sample]:
-    """The split's samples (bad ones skipped and reported), filtered and truncated as asked.
+    """The split's samples (:func:`helpers.selection.samples`; bad ones skipped and reported), of
+    ``--prompt-kind`` only when given, the first ``--max-samples``.
 
     Raises :class:`helpers.data.EmptySplitError` when nothing is left, :class:`SweepError` when two samples
     share an id (a resume keys on ids).
     """
-    kwargs: dict[str, Any] = {"on_error": "skip"}
-    if args.benchmark in SHAPES:
-        samples = data.load_shapes(split=args.split, **kwargs)
-    else:
-        if args.image_folder is not None:
-            kwargs["image_folder"] = args.image_folder
-        samples = data.load(args.benchmark, args.data_files, **kwargs)
+    name = f"{args.benchmark}/{args.prompt_kind}" if args.prompt_kind else args.benchmark
+    try:
+        samples = selection.samples(name, args.max_samples, split=args.split if args.benchmark in SHAPES else None,
+                                    data_files=args.data_files, image_folder=args.image_folder)
+    except data.EmptySplitError as err:
+        raise data.EmptySplitError(f"no samples in {args.benchmark}/{args.split} after filtering") from err
     if samples.skipped:
         print(f"skipped {len(samples.skipped)} bad sample(s): "
               + "; ".join(f"{sid}: {why}" for sid, why in samples.skipped[:3])
               + (" ..." if len(samples.skipped) > 3 else ""), file=sys.stderr, flush=True)
-    if args.prompt_kind:
-        samples = [s for s in samples if s.prompt_kind == args.prompt_kind]
-    if not samples:
-        raise data.EmptySplitError(f"no samples in {args.benchmark}/{args.split} after filtering")
-    samples = list(samples[: args.max_samples])
     seen: set[str] = set()
     for s in samples:
         if s.id in seen:
             raise SweepError(f"sample id {s.id} occurs twice in {args.benchmark}/{args.split}; a resume keys on "
                              "sample ids, so each must be unique. Fix the data's id column")
         seen.add(s.id)
-    return samples
+    return list(samples)
 
 
 if __name__ == "__main__":

@@ -50,9 +50,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from . import shapes
-from .models import TEMPLATES
+from . import capture, metrics, shapes
+from .ablation import random_same_stage
+from .env import DATA_DIR, REPO_ROOT
+from .layout import region_mask
+from .models import TEMPLATES, load
+from .offline import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_tokenizer
 
 PROMPT = ("<image>\n{question} The exemplary object is within the rectangle.\n"
           "Answer the question using a single word or phrase.")
@@ -96,8 +101,6 @@ class ToyConfig:
 def build_processor(cfg: ToyConfig) -> Any:
     """Word-level tokenizer (``helpers.offline.build_tokenizer``) and a CLIP processor at ``cfg.image_size``."""
     from transformers import CLIPImageProcessor, LlavaProcessor
-
-    from .offline import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_tokenizer
 
     tokenizer = build_tokenizer(EXTRA_WORDS)
     s = cfg.image_size
@@ -229,8 +232,6 @@ def encode(processor: Any, samples: list[Sample], image: str = "scene", with_ans
         if image == "scene":
             images = [shapes.render(s.scene, draw_box=s.visual) for s in samples]
         elif image == "blank":
-            from PIL import Image
-
             images = [Image.new("RGB", s.scene.size, shapes.BACKGROUND) for s in samples]
         else:
             raise ValueError(f"image must be 'scene', 'blank' or 'text', got {image!r}")
@@ -415,8 +416,6 @@ def finetune(cfg: ToyConfig, decoder: Path | None, out: Path, connector_seed: in
 
 def _repo_relative(path: Path | str | None) -> str | None:
     """``path`` relative to the repository root when inside it (so cards name no machine paths)."""
-    from .env import REPO_ROOT
-
     if path is None:
         return None
     p = Path(path).resolve()
@@ -425,8 +424,6 @@ def _repo_relative(path: Path | str | None) -> str | None:
 
 def add_decoder_meta(meta: dict) -> dict:
     """Copy the decoder pretraining's seed, steps, time and text accuracy into a model's ``meta``."""
-    from .env import REPO_ROOT
-
     folder = REPO_ROOT / (meta.get("decoder") or "-")
     if (folder / "training.json").is_file():
         dmeta = json.loads((folder / "training.json").read_text())
@@ -552,8 +549,6 @@ def statistics_baseline(samples: list[Sample], image_size: int = 112, reference:
 def _region_and_image(model: Any, processor: Any, batch: dict, samples: list[Sample]
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean ``[batch, seq]`` masks of the image tokens and of the box's region tokens."""
-    from .layout import region_mask
-
     token = model.config.image_token_id
     image = batch["input_ids"] == token
     sizes = [(s.scene.size[1], s.scene.size[0]) for s in samples]
@@ -572,8 +567,6 @@ def visual_head_scores(model: Any, processor: Any, n: int = 192, seed: int = HEL
     answers are single tokens, so the row that predicts the answer is the last prompt position;
     the paper's ``"answer"`` row (first generated token) would be the one predicting ``</s>``.
     """
-    from . import capture, metrics
-
     samples = held_out(n, model.config.vision_config.image_size, True, seed=seed)
     hits, correct = [], []
     for i in range(0, n, batch_size):
@@ -607,9 +600,6 @@ def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 3, 
     "extra_drop"}}}`` where ``extra_drop = mean(random) - top`` (in accuracy units). Head scores come
     from ``score_n`` samples disjoint from the ``n`` accuracy samples.
     """
-    from . import capture, metrics
-    from .ablation import random_same_stage
-
     spec_layers = model.config.text_config.num_hidden_layers
     spec_heads = model.config.text_config.num_attention_heads
     scores = visual_head_scores(model, processor, n=score_n)
@@ -789,8 +779,6 @@ PRETRAIN_STEPS = 300
 def build(name: str, out: Path | None = None, decoder_dir: Path | None = None) -> Path:
     """Train the committed model ``name`` (a key of :data:`RECIPES`) from scratch, deterministically:
     the family's decoder (text pretraining, cached under ``build/toy/``) then the multimodal fine-tune."""
-    from .env import DATA_DIR, REPO_ROOT
-
     if name not in RECIPES:
         raise ValueError(f"unknown toy model {name!r}; known: {', '.join(RECIPES)}")
     recipe = dict(RECIPES[name])
@@ -847,8 +835,6 @@ def main(argv: list[str] | None = None) -> None:
         build(a.name, a.out)
         return
     if a.cmd == "card":
-        from .models import load
-
         model, processor = load(a.folder)
         meta = add_decoder_meta(json.loads((Path(a.folder) / "training.json").read_text()))
         meta["evaluation"] = full_evaluation(model, processor)
@@ -859,8 +845,6 @@ def main(argv: list[str] | None = None) -> None:
         print(masking_text(meta["masking"]))
         return
     if a.cmd == "evaluate":
-        from .models import load
-
         model, processor = load(a.folder)
         print(json.dumps(full_evaluation(model, processor, a.n), indent=2))
         return

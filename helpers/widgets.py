@@ -7,12 +7,13 @@
 What runs when:
 
 - **Construction**: :func:`helpers.extract.run_batch` with ``keep_rows=True`` over ``samples`` (greedy
-  ``generate`` under ``helpers.capture.attention``, in batches of ``batch_size``) and one forward pass for
+  ``generate`` under ``helpers.capture.attention``, in batches of ``batch_size``; its :class:`helpers.extract.Batch`
+  record gives the images, geometries and region tokens, nothing is processed twice) and one forward pass for
   the probability of each gold answer (:func:`answer_logprob`). Only the rows' image-token columns are
   kept: per sample a float32 ``[layers, heads, image_tokens]`` array.
 - **Head, sample, score or view change**: re-rendered from the cached rows; the model is not called.
-- **"Mask selected heads and re-run"**: :func:`evaluate` under ``helpers.capture.mask_heads`` (one
-  ``generate`` and one forward over ``samples``): the new answer, the probability of the right answer and
+- **"Mask selected heads and re-run"**: :func:`evaluate`: :func:`helpers.extract.answers` with the heads
+  masked (one ``generate`` over ``samples``) and one masked forward for :func:`answer_logprob`: the new answer, the probability of the right answer and
   the accuracy on the samples, next to the unmasked baseline.
 
 Selection. The layer / head sliders (or a click on a top-head button, or on a cell of the button grid that
@@ -46,7 +47,6 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,10 +110,7 @@ def answer_logprob(model: Any, processor: Any, samples: Sequence[data.Sample], s
         if n < 1:
             raise ValueError(f"sample {sample.id}: its gold answer {sample.answer!r} tokenizes to nothing")
         n_answer.append(n)
-    inputs = processor(images=images, text=full, return_tensors="pt", padding=True, padding_side="left")
-    device = next(model.parameters()).device
-    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-    inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
+    inputs, _ = extract.batch_inputs(model, processor, samples, texts=full)
     keep = max(n_answer) + 1
     with torch.no_grad():
         logits = model(**inputs, logits_to_keep=keep).logits[:, -keep:].float()  # [batch, keep, vocab]
@@ -128,23 +125,19 @@ def answer_logprob(model: Any, processor: Any, samples: Sequence[data.Sample], s
 
 def evaluate(model: Any, processor: Any, samples: Sequence[data.Sample], heads: Sequence[tuple[int, int]] = (),
              mode: str = "uniform", max_new_tokens: int = 4, batch_size: int = 8) -> Evaluation:
-    """Greedy answers, correctness and ``P(gold answer)`` of ``samples`` with ``heads`` masked (none: unmasked).
+    """Greedy answers and correctness (:func:`helpers.extract.answers`) and ``P(gold answer)``
+    (:func:`answer_logprob`) of ``samples`` with ``heads`` masked (none: unmasked).
 
     ``mode``: see :func:`helpers.capture.mask_heads`.
     """
     heads = tuple(sorted({(int(a), int(b)) for a, b in heads}))
-    answers: list[str] = []
-    probs: list[np.ndarray] = []
-    with capture.mask_heads(model, heads, mode=mode) if heads else nullcontext(), torch.no_grad():
-        for start in range(0, len(samples), batch_size):
-            batch = list(samples[start:start + batch_size])
-            inputs, _ = extract.batch_inputs(model, processor, batch)
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            answers += [a.strip() for a in processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:],
-                                                                           skip_special_tokens=True)]
-            probs.append(np.exp(answer_logprob(model, processor, batch)))
-    correct = np.array([data.is_correct(s, a) for s, a in zip(samples, answers, strict=True)], dtype=bool)
-    return Evaluation(answers, correct, np.concatenate(probs), heads, mode if heads else "")
+    table = extract.answers(model, processor, samples, heads=heads, mode=mode, batch_size=batch_size,
+                            max_new_tokens=max_new_tokens)
+    with capture.mask_heads(model, heads, mode=mode), torch.no_grad():
+        probs = [np.exp(answer_logprob(model, processor, list(samples[start:start + batch_size])))
+                 for start in range(0, len(samples), batch_size)]
+    return Evaluation(table["prediction"].tolist(), table["correct"].to_numpy(dtype=bool), np.concatenate(probs),
+                      heads, mode if heads else "")
 
 
 @dataclass
@@ -169,30 +162,21 @@ class Cache:
 def build_cache(model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
                 batch_size: int = 8, max_new_tokens: int = 4) -> Cache:
     """Run ``samples`` once (:func:`helpers.extract.run_batch`, ``keep_rows=True``) and keep what the explorer shows."""
-    parts, image_rows, geometries, region, images = [], [], [], [], []
-    token_id = layout.image_token_id(model)
+    parts, image_rows, geometries, region, images, probs = [], [], [], [], [], []
     for start in range(0, len(samples), batch_size):
-        batch = list(samples[start:start + batch_size])
-        res, captured = extract.run_batch(model, processor, batch, rows=rows, max_new_tokens=max_new_tokens,
-                                          indices=range(start, start + len(batch)), keep_rows=True)
-        parts.append(res)
-        inputs, seen = extract.batch_inputs(model, processor, batch)
-        for i, (sample, image, pos) in enumerate(zip(batch, seen, layout.image_token_positions(
-                inputs["input_ids"].cpu(), token_id), strict=True)):
-            geo = layout.image_geometry(processor, (image.height, image.width))
-            if geo.n_tokens != len(pos):
-                raise ValueError(f"sample {sample.id}: {len(pos)} image tokens in input_ids but the processor "
-                                 f"geometry gives {geo.n_tokens}; pass the processor that belongs to the model")
-            image_rows.append(captured[i][:, :, pos].numpy())
-            geometries.append(geo)
-            region.append(layout.region_token_mask(processor, geo.image_size, sample.boxes, sample.id,
-                                                   geometry=geo).numpy() if sample.boxes
-                          else np.zeros(geo.n_tokens, dtype=bool))
+        chosen = list(samples[start:start + batch_size])
+        batch = extract.run_batch(model, processor, chosen, rows=rows, max_new_tokens=max_new_tokens,
+                                  indices=range(start, start + len(chosen)), keep_rows=True)
+        parts.append(batch.results)
+        for i, image in enumerate(batch.images):
+            image_rows.append(batch.image_rows(i).numpy())
+            geometries.append(batch.geometries[i])
+            region.append(batch.region_tokens(i).numpy())
             images.append(np.asarray(image))
+        probs.append(np.exp(answer_logprob(model, processor, batch.samples)))
     results = concat(parts)
     baseline = Evaluation(results.table["prediction"].tolist(), results.table["correct"].to_numpy(dtype=bool),
-                          np.concatenate([np.exp(answer_logprob(model, processor, list(samples[s:s + batch_size])))
-                                          for s in range(0, len(samples), batch_size)]))
+                          np.concatenate(probs))
     return Cache(results, image_rows, geometries, region, images, baseline, rows)
 
 
@@ -337,7 +321,7 @@ class HeadExplorer:
 
     def top(self, k: int | None = None) -> list[tuple[int, int]]:
         """The ``k`` (default ``top_k``) best heads of the score map shown, best first (NaN last)."""
-        return metrics.top_heads(torch.from_numpy(self.scores()), self.top_k if k is None else k)
+        return metrics.top_heads(self.scores(), self.top_k if k is None else k)
 
     # ----- actions (what the controls call; usable from code)
 

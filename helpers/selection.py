@@ -1,0 +1,219 @@
+"""Which models and which samples a notebook, a sweep or the explorer runs: the one place they are chosen.
+
+    model, processor = selection.load_default(None)                 # by hardware: 4-bit GPU default, or a toy
+    names = selection.default_models(gpu=["llava-v1.5-7b"])          # the list a figure notebook runs
+    selection.samples("shapes/general/visual", 12)                     # the first 12 (whole records)
+    selection.samples("shapes", 12, offset=4)                          # held out: after the first 4 records
+    selection.samples("shapes", 12, seed=0)                            # a seeded random choice, in data set order
+    selection.panels("shapes", 8, seed=0)                              # figure panels by question kind
+
+Data set names: ``"shapes"`` (the embedded synthetic PointQA-style set, :data:`helpers.data.SHAPES`, every
+question kind x prompt kind), ``"shapes/general"``, ``"shapes/visual"``, ``"shapes/object/plain"`` (one
+question kind and / or prompt kind; PointQA-style sets only), and the benchmarks of
+:data:`helpers.data.LOADERS`, read from local files (``data_files``) or from the hub.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import data
+from .env import DATA_DIR, REPO_ROOT, default_device
+from .models import REGISTRY, load, spec_of
+from .offline import save as save_offline
+
+RECORD_SETS = (data.SHAPES, "pointqa")  # PointQA-style: one record gives question kinds x prompt kinds
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+GPU_DEFAULT = "llava-v1.5-7b"
+
+
+def toy_models(folder: Path | None = None) -> list[str]:
+    """The trained toy model folders ``toy-*`` in ``folder`` (default ``data/``) holding a ``config.json``, sorted."""
+    folder = DATA_DIR if folder is None else Path(folder)
+    return [str(p) for p in sorted(folder.glob("toy-*")) if (p / "config.json").is_file()]
+
+
+def embedded_default() -> Path:
+    """Folder of the CPU default model: the first trained toy model in ``data/`` when present,
+    else a tiny random-weight LLaVA-1.5 built offline into ``build/offline/`` (a stand-in whose
+    figures show code paths, not findings; notebooks say which one ran)."""
+    toys = toy_models()
+    if toys:
+        return Path(toys[0])
+    folder = REPO_ROOT / "build" / "offline" / "llava-v1.5-7b-tiny-random"
+    if not (folder / "config.json").is_file():
+        save_offline("llava-v1.5-7b", folder, tiny=True, layers=4)
+    return folder
+
+
+def load_default(model: str | None = None, device: str | None = None,
+                 quantization: str | None = "auto") -> tuple[Any, Any]:
+    """Load what a notebook's parameters ask for; ``model=None`` picks by hardware.
+
+    On CUDA: ``model`` or :data:`GPU_DEFAULT`, 4-bit unless ``quantization`` says otherwise.
+    On CPU: ``model`` or :func:`embedded_default`, unquantized. Prints what was loaded.
+    """
+    device = device or default_device()
+    on_gpu = device.startswith("cuda")
+    name = model or (GPU_DEFAULT if on_gpu else embedded_default())
+    if quantization == "auto":
+        quantization = "4bit" if on_gpu and not Path(str(name)).is_dir() else None  # hub models only
+    loaded = load(name, quantization=quantization, device=device)
+    spec = loaded[0].vh_spec
+    print(f"loaded {spec.name} on {device} (quantization={quantization}; {spec.layers} layers x {spec.heads} "
+          f"heads, {spec.kv_heads} kv heads){' - ' + spec.note if spec.note else ''}")
+    return loaded
+
+
+def default_models(gpu: Sequence[str], device: str | None = None) -> list[str | None]:
+    """The model list a figure notebook runs when its parameter is left at ``None``.
+
+    On CUDA: ``gpu`` (registry names, hub ids). On CPU: every trained toy model in ``data/``, or
+    ``[None]`` when there is none, which :func:`load_default` turns into the tiny
+    random-weight stand-in (its figures show code paths, not findings).
+    """
+    device = device or default_device()
+    if device.startswith("cuda"):
+        return list(gpu)
+    return list(toy_models()) or [None]
+
+
+def iter_models(names: Sequence[str | None], device: str | None = None) -> Iterator[tuple[Any, Any]]:
+    """Load each model in turn (``None``: the embedded default), yield ``(model, processor)``, free it after."""
+    for name in names:
+        model, processor = load_default(name, device=device)
+        try:
+            yield model, processor
+        finally:
+            del model, processor
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def rows_for(model: Any, rows: str | None = None) -> str:
+    """The attention row to capture for ``model``: ``rows`` when given, else by model.
+
+    ``None``: ``"answer"`` (the first generated token's row, what the authors' code records) for the
+    registry's models; ``"prompt_end"`` (the row that predicts the answer) for all others, i.e. the toy
+    models, whose answers are one token: their ``"answer"`` row is the one that predicts ``</s>``.
+    """
+    if rows is not None:
+        return rows
+    return "answer" if spec_of(model).name in REGISTRY else "prompt_end"
+
+
+def set_cpu_threads(threads: int | None, device: str | None = None) -> int:
+    """Set torch's CPU thread count when running on CPU (``threads=None``: leave it); returns the count in use.
+
+    The toy models are so small (hidden size 128) that extra threads only add synchronisation: on a
+    machine shared with other jobs, 2 threads ran a toy forward pass 8x slower than 1 thread. On CUDA
+    nothing changes.
+    """
+    device = device or default_device()
+    if threads is not None and not device.startswith("cuda"):
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1 (or None to leave torch's setting), got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples
+
+
+def parse_dataset(name: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """``"shapes/object/plain"`` -> ``("shapes", ("object",), ("plain",))``; kinds default to all.
+
+    The parts after the benchmark are question kinds (general, object, super) and prompt kinds
+    (visual, plain), in any order; they apply to PointQA-style sets only.
+    """
+    bench, *parts = name.split("/")
+    qk = tuple(p for p in parts if p in data.QUESTION_KINDS)
+    pk = tuple(p for p in parts if p in data.PROMPT_KINDS)
+    unknown = [p for p in parts if p not in qk + pk]
+    if unknown:
+        raise ValueError(f"dataset {name!r}: {unknown} are neither question kinds {data.QUESTION_KINDS} nor prompt "
+                         f"kinds {data.PROMPT_KINDS}")
+    return bench, qk or data.QUESTION_KINDS, pk or data.PROMPT_KINDS
+
+
+def choose(pool: Sequence[data.Sample], n: int, rng: random.Random) -> list[data.Sample]:
+    """A random choice of at most ``n`` of ``pool`` drawn with ``rng``, kept in ``pool``'s order."""
+    return [pool[i] for i in sorted(rng.sample(range(len(pool)), min(n, len(pool))))]
+
+
+def samples(name: str, n: int | None = None, *, offset: int = 0, seed: int | None = None, split: str | None = None,
+            data_files: Mapping[str, Any] | Any = None, image_folder: str | Path | None = None) -> data.SampleList:
+    """The samples of data set ``name`` (see the module docstring): ``n`` of them after skipping ``offset``.
+
+    ``n=None``: all. ``seed=None``: the first ``n``; else a seeded random choice of ``n`` (:func:`choose`).
+    PointQA-style sets (``shapes``, ``pointqa``) are taken whole records at a time, so every question
+    kind x prompt kind asked for gets the same records: ``ceil(n / kinds)`` records, truncated to ``n``;
+    ``offset`` counts records there (samples elsewhere), so a held-out set is
+    ``samples(name, n, offset=n_ranking_records)``. ``split``: a split of the shapes set (default
+    ``test``). ``data_files``: local files of the benchmark's schema, or ``{benchmark: files}``
+    (``pointqa`` needs ``image_folder``, ``pope`` / ``qbench`` files that store image paths too); without
+    them the hub is used. Bad samples are skipped; the result's ``skipped`` lists them.
+    """
+    if n is not None and n < 1:
+        raise ValueError(f"n_samples must be at least 1, got {n}")
+    bench, qk, pk = parse_dataset(name)
+    files = data_files.get(bench) if isinstance(data_files, Mapping) else data_files
+    if split is not None and bench != data.SHAPES:
+        raise ValueError(f"split={split!r}: only the shapes set has splits here; {bench} reads its files or its "
+                         "pinned hub split")
+    everything = n is None or seed is not None
+    if bench in RECORD_SETS:
+        per_record = len(qk) * len(pk)
+        records = None if everything else offset + math.ceil(n / per_record)
+        kwargs = {"question_kinds": qk, "prompt_kinds": pk, "limit": records, "on_error": "skip"}
+        if bench == "pointqa":
+            loaded = data.load_pointqa(files, image_folder, **kwargs)
+        else:
+            loaded = data.load_shapes(split=split or "test", **kwargs)
+        pool = list(loaded)[offset * per_record:]
+    else:  # prompt kinds named in ``name`` filter these sets too (before counting)
+        named = pk != data.PROMPT_KINDS
+        kwargs = {"limit": None if everything or named else offset + n, "on_error": "skip"}
+        if image_folder is not None and bench in ("pope", "qbench"):
+            kwargs["image_folder"] = image_folder
+        loaded = data.load(bench, files, **kwargs)
+        pool = [s for s in loaded if not named or s.prompt_kind in pk][offset:]
+    chosen = pool if n is None else pool[:n] if seed is None else choose(pool, n, random.Random(seed))
+    if not chosen:
+        raise data.EmptySplitError(f"dataset {name!r}: no samples after skipping {offset}; lower the offset or "
+                                   "give more data")
+    return data.SampleList(chosen, loaded.skipped)
+
+
+def panels(name: str, n: int, *, seed: int = 0, split_by: str | None = "question_kind",
+           prompt_kind: str | None = "visual", **kwargs: Any) -> dict[str, list[data.Sample]]:
+    """Samples of ``name`` (all of :func:`samples`, ``kwargs`` passed on) grouped into figure panels.
+
+    ``split_by``: a :class:`helpers.data.Sample` attribute whose values name the panels
+    (``"question_kind"``: general / object / super for PointQA) or None for one panel.
+    ``prompt_kind``: keep only ``"visual"`` or ``"plain"`` samples (None: both). Each panel is a
+    seeded random choice (:func:`choose`, one ``random.Random(seed)`` across the panels) of at most ``n``
+    samples, in data set order.
+    """
+    pool = [s for s in samples(name, **kwargs) if prompt_kind is None or s.prompt_kind == prompt_kind]
+    groups: dict[str, list] = {}
+    for s in pool:
+        key = name if split_by is None else f"{name} {getattr(s, split_by)}"
+        groups.setdefault(key, []).append(s)
+    if not groups:
+        raise ValueError(f"{name}: no samples with prompt_kind={prompt_kind!r}")
+    rng = random.Random(seed)
+    return {k: choose(v, n, rng) for k, v in groups.items()}
