@@ -3,7 +3,7 @@
     python benchmarks/cpu_threads.py                      # the embedded default (a toy model, or the stand-in)
     python benchmarks/cpu_threads.py --model data/toy-b1 --threads 1 2 4 --batch 12
 
-Why: the figure notebooks set ``CPU_THREADS = 1`` (``helpers.runs.set_cpu_threads``). The models they run
+Why: the figure notebooks set ``CPU_THREADS = 1`` (``helpers.selection.set_cpu_threads``). The models they run
 on CPU are tiny, and on a machine shared with other jobs extra threads wait on each other. Prints one
 markdown table row per thread count, with the time relative to the first count.
 """
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from helpers import extract, models, runs
+from helpers import extract, models, selection
 
 
 def per_forward(model: object, inputs: dict, threads: int, repeats: int) -> float:
@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    model, processor = models.load_default(args.model, device="cpu")
-    inputs, _ = extract.batch_inputs(model, processor, runs.load_samples("shapes", args.batch))
+    model, processor = selection.load_default(args.model, device="cpu")
+    inputs, _ = extract.batch_inputs(model, processor, selection.samples("shapes", args.batch))
     name = models.spec_of(model).name
     print("| model | batch x tokens | threads | s / forward | relative |\n|---|---|---|---|---|")
     first = None

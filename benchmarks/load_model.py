@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from helpers import models, offline
+from helpers import models, offline, selection
 
 
 def measure(source: str | Path, quantization: str | None, device: str, new_tokens: int = 8) -> dict:
@@ -66,7 +66,7 @@ def main() -> None:
     else:
         tmp = Path(tempfile.mkdtemp())
         real = offline.save("llava-v1.5-7b", tmp / "llava-v1.5-7b-geometry", layers=1)
-        rows = [measure(models.embedded_default(), None, args.device),
+        rows = [measure(selection.embedded_default(), None, args.device),
                 measure(real, None, args.device), measure(real, "4bit", args.device)]
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |")

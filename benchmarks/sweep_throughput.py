@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from helpers import data, extract, models, offline
+from helpers import data, extract, models, offline, selection
 
 
 def throughput(model, processor, samples, batch_size: int) -> float:
@@ -45,7 +45,7 @@ def main() -> None:
     source = args.model
     if args.geometry:
         source = offline.save(args.geometry, Path(tempfile.mkdtemp()) / args.geometry, layers=args.layers)
-    model, processor = models.load_default(source, quantization=args.quantization)
+    model, processor = selection.load_default(source, quantization=args.quantization)
     samples = list(data.load_shapes())[: args.samples]
     print("| model | device | batch size | samples/s | vs batch 1 |\n|---|---|---|---|---|")
     base = None

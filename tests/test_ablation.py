@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import ablation, data, metrics, offline, plots
-from helpers.results import Results
+from helpers import ablation, data, extract, metrics, offline, plots, selection
+from helpers.results import Ranking, Results
 
 matplotlib.use("Agg")
 
@@ -31,19 +31,25 @@ def fake_results(n: int = 12, layers: int = 6, heads: int = 4, seed: int = 0, co
     return Results(table, scores, {"model_name": model, "dataset": "shapes"})
 
 
+def ranked(res: Results, **kwargs) -> tuple[np.ndarray, str]:
+    """``(scores, note)`` of :meth:`Results.ranking`."""
+    ranking = res.ranking(**kwargs)
+    return ranking.scores, ranking.note
+
+
 def test_visual_head_scores_use_correct_samples_and_fall_back():
     res = fake_results(correct=1.0)
-    scores, note = ablation.visual_head_scores(res, min_correct=4)
+    scores, note = ranked(res, min_correct=4)
     assert scores.shape == (6, 4) and np.unravel_index(np.nanargmax(scores), scores.shape) == (1, 2)
     assert "12 correct" in note
     res.table["correct"] = False
     res.table.loc[0, "correct"] = True
-    scores_all, note = ablation.visual_head_scores(res, min_correct=4)
+    scores_all, note = ranked(res, min_correct=4)
     assert "all 12 boxed" in note and "only 1 correct" in note
     np.testing.assert_allclose(scores_all, res.per_head("region_hits"))
     res.scores["region_hits"][:] = np.nan
     with pytest.raises(ValueError, match="no sample has a box"):
-        ablation.visual_head_scores(res)
+        res.ranking()
 
 
 def test_k_grid_absolute_for_real_models_fractions_for_toys():
@@ -121,7 +127,7 @@ def test_tables_and_figures_from_per_sample_rows(tmp_path):
 
 def test_stage_distribution_and_concentration_accuracy(tmp_path):
     res = fake_results(n=24)
-    scores, _ = ablation.visual_head_scores(res, min_correct=1)
+    scores, _ = ranked(res, min_correct=1)
     table = ablation.stage_distribution_table({"m": scores}, 1)
     assert table.set_index("stage").loc["early", "top"] == 1.0  # the planted head (1, 2) is early
     assert table["all"].sum() == pytest.approx(1.0) and set(table["k"]) == {1}
@@ -139,12 +145,12 @@ def test_stage_distribution_and_concentration_accuracy(tmp_path):
         assert all(p.stat().st_size > 0 for p in plots.save_figure(f, name, tmp_path))
     with pytest.raises(ValueError):
         ablation.concentration_accuracy(res, [])
-    both, groups = ablation.concentration_tables({"m": (res, scores, ""), "n": (res, scores, "")}, 1)
+    both, groups = ablation.concentration_tables({"m": Ranking(res, scores, ""), "n": Ranking(res, scores, "")}, 1)
     pd.testing.assert_frame_equal(both.iloc[:4].reset_index(drop=True), binned)
     assert len(both) == 8 and len(groups) == 12
-    assert ablation.top_count(48, 0.1) == 5 and ablation.top_count(48, 100) == 48 and ablation.top_count(4, 0.01) == 1
+    assert metrics.head_count(48, 0.1) == 5 and metrics.head_count(48, 100) == 48 and metrics.head_count(4, 0.01) == 1
     with pytest.raises(ValueError):
-        ablation.top_count(48, 0)
+        metrics.head_count(48, 0)
 
 
 def test_accuracy_table():
@@ -166,7 +172,7 @@ def test_masking_curve_on_a_tiny_model(tiny):
     samples = [s for s in data.load_shapes(limit=1) if s.question_kind == "general"]
     scores = np.zeros((3, 4))
     scores[0, 1], scores[2, 3] = 2.0, 1.0
-    per_sample = ablation.masking_curve(model, processor, samples, scores, [0, 2], seed=0, batch_size=2,
+    per_sample = ablation.masking_curve(model, processor, samples, scores, ks=[0, 2], seed=0, batch_size=2,
                                         max_new_tokens=2)
     assert len(per_sample) == 2 * (3 + 3)
     top = per_sample[(per_sample.condition == "top") & (per_sample.k == 2)]
@@ -178,7 +184,7 @@ def test_masking_curve_on_a_tiny_model(tiny):
     base = per_sample[per_sample.k == 0]
     assert base.groupby("condition")["prediction"].apply(tuple).nunique() == 1  # k = 0 shared
     # several random draws: distinct same-stage sets, averaged by curve_table
-    draws = ablation.masking_curve(model, processor, samples, scores, [2], conditions=("top", "random"), seed=0,
+    draws = ablation.masking_curve(model, processor, samples, scores, ks=[2], conditions=("top", "random"), seed=0,
                                    batch_size=2, max_new_tokens=2, random_draws=3)
     rand = draws[draws.condition == "random"]
     assert sorted(rand["draw"].unique()) == [0, 1, 2] and rand["heads"].nunique() > 1
@@ -186,25 +192,24 @@ def test_masking_curve_on_a_tiny_model(tiny):
     row = ablation.curve_table(draws).set_index("condition").loc["random"]
     assert row["draws"] == 3 and row["samples"] == len(samples) and row["accuracy"] == rand["correct"].mean()
     with pytest.raises(ValueError, match="random_draws"):
-        ablation.masking_curve(model, processor, samples, scores, [2], random_draws=0)
+        ablation.masking_curve(model, processor, samples, scores, ks=[2], random_draws=0)
     # masking every head of every layer changes what the random model says
     everything = [(lyr, h) for lyr in range(3) for h in range(4)]
-    unmasked = ablation.masked_predictions(model, processor, samples, [], max_new_tokens=3)
-    masked = ablation.masked_predictions(model, processor, samples, everything, mode="zero", max_new_tokens=3)
+    unmasked = extract.answers(model, processor, samples, heads=[], max_new_tokens=3)
+    masked = extract.answers(model, processor, samples, heads=everything, mode="zero", max_new_tokens=3)
     assert unmasked["sample_id"].tolist() == masked["sample_id"].tolist()
     assert unmasked["prediction"].tolist() != masked["prediction"].tolist()
 
 
 def test_run_models_ranks_then_masks_held_out_samples(tiny, monkeypatch):
     """About 8 s: head_results on 2 samples, then masking at k = 0 and 1 (fractions of 12 heads)."""
-    from helpers import runs
-
-    monkeypatch.setattr(runs, "iter_models", lambda names, device=None: iter([tiny] * len(names)))
-    rank = runs.load_samples("shapes/general/visual", 2)
-    held_out = runs.load_samples("shapes/general/visual", 1, offset=2)
-    per_sample, rankings = ablation.run_models([None], rank, held_out, fractions=(0, 0.1), conditions=("top",),
-                                               batch_size=2, max_new_tokens=2, min_correct=1)
-    ((name, (res, scores, note)),) = rankings.items()
+    monkeypatch.setattr(ablation, "iter_models", lambda names, device=None: iter([tiny] * len(names)))
+    rank = selection.samples("shapes/general/visual", 2)
+    held_out = selection.samples("shapes/general/visual", 1, offset=2)
+    per_sample, rankings = ablation.run_models([None], rank, eval_samples=held_out, fractions=(0, 0.1),
+                                               conditions=("top",), batch_size=2, max_new_tokens=2, min_correct=1)
+    ((name, ranking),) = rankings.items()
+    res, scores, note = ranking.results, ranking.scores, ranking.note
     assert len(res) == 2 and scores.shape == (3, 4) and "detection score" in note
     assert per_sample["k"].tolist() == [0, 1] and set(per_sample["sample_id"]) == {held_out[0].id}
     assert per_sample["total_heads"].iloc[0] == 12 and per_sample["model"].iloc[0] == name
@@ -212,20 +217,21 @@ def test_run_models_ranks_then_masks_held_out_samples(tiny, monkeypatch):
     # saved results of the same model replace the ranking run
     res.scores["region_hits"][:] = 0.0
     res.scores["region_hits"][:, 2, 3] = 1.0
-    _, again = ablation.run_models([None], [], held_out, fractions=(0, 0.1), conditions=("top",), saved=[res],
-                                   batch_size=2, max_new_tokens=2, min_correct=1)
-    assert again[name][0] is res and np.unravel_index(np.argmax(again[name][1]), (3, 4)) == (2, 3)
+    _, again = ablation.run_models([None], [], eval_samples=held_out, fractions=(0, 0.1), conditions=("top",),
+                                   saved=[res], batch_size=2, max_new_tokens=2, min_correct=1)
+    assert again[name].results is res and np.unravel_index(np.argmax(again[name].scores), (3, 4)) == (2, 3)
 
 
 def test_save_and_load_round_trip(tmp_path):
     res = fake_results(model="toy-z")
-    scores, note = ablation.visual_head_scores(res, min_correct=1)
+    scores, note = ranked(res, min_correct=1)
     per_sample = pd.DataFrame({"model": ["toy-z"] * 2, "condition": ["top", "top"], "k": [0, 2],
                                "correct": [True, False]})
-    ablation.save(per_sample, {"toy-z": (res, scores, note)}, tmp_path / "out")
+    ablation.save(per_sample, {"toy-z": Ranking(res, scores, note)}, tmp_path / "out")
     back, rankings = ablation.load(tmp_path / "out", min_correct=1)
     pd.testing.assert_frame_equal(back, per_sample)
-    (name, (res2, scores2, note2)), = rankings.items()
+    (name, ranking), = rankings.items()
+    scores2, note2 = ranking.scores, ranking.note
     assert name == "toy-z" and note2 == note
     np.testing.assert_allclose(scores2, scores)
     with pytest.raises(FileNotFoundError, match="ablation.save"):

@@ -1,4 +1,5 @@
-"""helpers.agreement (Figures 4, 5), helpers.runs (models, samples, saved results) and their plots."""
+"""helpers.agreement (Figures 3, 4, 5), helpers.runs (saved results), helpers.selection (models, samples),
+Results' regrouping and their plots."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import agreement, data, plots, results, runs
+from helpers import agreement, data, plots, results, runs, selection
 from helpers.results import Results
 
 matplotlib.use("Agg")
@@ -83,7 +84,7 @@ def test_across_datasets_and_head_variation(tmp_path):
     assert np.nanmean(agreement.head_variation(res, "weight")) > np.nanmean(cv)
     with pytest.raises(ValueError, match="one model"):
         agreement.across_datasets([res[0], res_from_map(base, model="other")])
-    fig = plots.dataset_consistency({"m": res}, "weight", title="t")
+    fig = plots.dataset_consistency(agreement.dataset_consistency({"m": res}, "weight"), title="t")
     assert all(p.stat().st_size > 0 for p in plots.save_figure(fig, "fig5", tmp_path))
 
 
@@ -105,27 +106,27 @@ def test_layer_head_maps_and_profiles(tmp_path):
 
 
 def test_parse_dataset_and_load_samples():
-    assert runs.parse_dataset("shapes") == ("shapes", data.QUESTION_KINDS, data.PROMPT_KINDS)
-    assert runs.parse_dataset("shapes/plain/object") == ("shapes", ("object",), ("plain",))
+    assert selection.parse_dataset("shapes") == ("shapes", data.QUESTION_KINDS, data.PROMPT_KINDS)
+    assert selection.parse_dataset("shapes/plain/object") == ("shapes", ("object",), ("plain",))
     with pytest.raises(ValueError, match="neither"):
-        runs.parse_dataset("shapes/visaul")
-    samples = runs.load_samples("shapes", 12)
+        selection.parse_dataset("shapes/visaul")
+    samples = selection.samples("shapes", 12)
     assert len(samples) == 12 and len({s.meta["record_id"] for s in samples}) == 2
-    held_out = runs.load_samples("shapes/general/visual", 3, offset=2)
-    assert [s.meta["record_id"] for s in held_out] == [s.meta["record_id"] for s in runs.load_samples(
+    held_out = selection.samples("shapes/general/visual", 3, offset=2)
+    assert [s.meta["record_id"] for s in held_out] == [s.meta["record_id"] for s in selection.samples(
         "shapes/general/visual", 5)][2:]
     assert {(s.question_kind, s.prompt_kind) for s in held_out} == {("general", "visual")}
     assert not {s.meta["record_id"] for s in held_out} & {s.meta["record_id"] for s in samples}
     with pytest.raises(ValueError):
-        runs.load_samples("shapes", 0)
+        selection.samples("shapes", 0)
 
 
 def test_split_by_saved_results_and_family(tmp_path, monkeypatch):
     res = res_from_map(np.ones((6, 4)), n=6, model="toy-x")
-    parts = runs.split_by(res, "prompt_kind")
+    parts = res.split_by("prompt_kind")
     assert list(parts) == ["visual", "plain"] and len(parts["plain"]) == 3 and parts["plain"].dataset == "d/plain"
     with pytest.raises(KeyError):
-        runs.split_by(res, "nope")
+        res.split_by("nope")
     card = tmp_path / "toy-x"
     card.mkdir()
     (card / "visual_heads.json").write_text(json.dumps({"family": "fam-a"}))
@@ -133,38 +134,38 @@ def test_split_by_saved_results_and_family(tmp_path, monkeypatch):
     results.write(res, tmp_path / "sweeps" / "one" / "part-r0-000000.parquet")
     results.write(res_from_map(np.ones((6, 4)), n=4, model="llava-v1.5-7b"),
                   tmp_path / "sweeps" / "two" / "part-r0-000000.parquet")
-    loaded = runs.collect([None], ["shapes"], 1, results_dir=tmp_path / "sweeps")
+    loaded = runs.collect([None], ["shapes"], n_samples=1, results_dir=tmp_path / "sweeps")
     assert [r.model_name for r in loaded] == ["toy-x", "llava-v1.5-7b"]
     assert [runs.family_of(r) for r in loaded] == ["fam-a", "llama2-vicuna"]
-    assert len(runs.collect([], [], 1, results_dir=tmp_path / "sweeps" / "one")) == 1
+    assert len(runs.collect([], [], n_samples=1, results_dir=tmp_path / "sweeps" / "one")) == 1
     with pytest.raises(FileNotFoundError, match="helpers.sweep"):
         runs.load_saved(card)
-    merged = runs.merged(loaded)
+    merged = Results.stack(loaded)
     assert len(merged) == 10 and merged.table["index"].tolist() == list(range(10))
 
 
 def test_default_models(monkeypatch, tmp_path):
-    assert runs.default_models(["llava-v1.5-7b"], device="cuda") == ["llava-v1.5-7b"]
+    assert selection.default_models(["llava-v1.5-7b"], device="cuda") == ["llava-v1.5-7b"]
     for name in ("toy-b1", "toy-a1", "toy-broken"):
         (tmp_path / name).mkdir()
     for name in ("toy-b1", "toy-a1"):
         (tmp_path / name / "config.json").write_text("{}")
-    assert runs.toy_models(tmp_path) == [str(tmp_path / "toy-a1"), str(tmp_path / "toy-b1")]
-    monkeypatch.setattr(runs, "toy_models", lambda: [])
-    assert runs.default_models(["x"], device="cpu") == [None]
+    assert selection.toy_models(tmp_path) == [str(tmp_path / "toy-a1"), str(tmp_path / "toy-b1")]
+    monkeypatch.setattr(selection, "toy_models", lambda: [])
+    assert selection.default_models(["x"], device="cpu") == [None]
 
 
 def test_condition_maps_differences_and_description():
     res = res_from_map(np.zeros((6, 4)), n=6, noise=0.0)
     res.scores["weight"][res.table["prompt_kind"] == "visual", 2, 1] = 1.0
     res.table["question_kind"] = ["general", "object", "super"] * 2
-    maps = runs.condition_maps(res, {"image attention": "weight", "missing": "nope"})
+    maps = res.condition_maps({"image attention": "weight", "missing": "nope"})
     assert list(maps) == ["visual", "plain", "general", "object", "super"]
     assert list(maps["visual"]) == ["image attention"] and maps["visual"]["image attention"][2, 1] == 1.0
     assert maps["plain"]["image attention"][2, 1] == 0.0 and maps["general"]["image attention"][2, 1] == 0.5
-    diffs = runs.difference_maps(maps, [("visual", "plain"), ("object", "absent")])
+    diffs = agreement.difference_maps(maps, [("visual", "plain"), ("object", "absent")])
     assert list(diffs) == ["visual - plain"] and diffs["visual - plain"]["image attention"].sum() == 1.0
-    table = runs.describe_conditions(maps, [("visual", "plain")], top=1)
+    table = agreement.describe_conditions(maps, [("visual", "plain")], top=1)
     assert table.loc[0, "top heads a"] == "2.1" and table.loc[0, "a - b"] == pytest.approx(1 / 24)
 
 
@@ -193,7 +194,7 @@ def test_model_matrices_order_by_family_with_split_half_diagonal():
     res = [res_from_map(fb, n=12, model="b1", seed=1), res_from_map(fa, n=12, model="a1", seed=2),
            res_from_map(fa, n=12, model="a2", seed=3)]
     fam = {"a1": "A", "a2": "A", "b1": "B"}
-    mats, rows, notes = agreement.model_matrices(res, ("detection", "weight"), fam, k=0.25, min_correct=2)
+    mats, rows, notes = agreement.model_matrices(res, ("detection", "weight"), families=fam, k=0.25, min_correct=2)
     assert list(mats) == ["detection: pearson", "detection: top-k jaccard", "weight: pearson", "weight: top-k jaccard"]
     pearson = mats["weight: pearson"]
     assert list(pearson.index) == ["a1", "a2", "b1"]
@@ -208,9 +209,9 @@ def test_as_datasets_splits_one_dataset():
     res = res_from_map(np.ones((6, 4)), n=6, model="m", dataset="shapes")
     res.table["question_kind"] = ["general", "object", "super"] * 2
     other = res_from_map(np.ones((6, 4)), n=4, model="m", dataset="pope")
-    out = runs.as_datasets([res, other], "shapes", "question_kind")
+    out = Results.by_model([res, other], "shapes", "question_kind")
     assert [r.dataset for r in out["m"]] == ["shapes/general", "shapes/object", "shapes/super", "pope"]
-    assert [r.dataset for r in runs.as_datasets([res, other])["m"]] == ["shapes", "pope"]
+    assert [r.dataset for r in Results.by_model([res, other])["m"]] == ["shapes", "pope"]
     assert plots.figure_name("fig3", "llava-hf/llava 1.5", None, "shapes/visual") == "fig3_llava-hf-llava-1.5_shapes-visual"
 
 
@@ -219,11 +220,11 @@ def test_set_cpu_threads():
 
     before = torch.get_num_threads()
     try:
-        assert runs.set_cpu_threads(1, "cpu") == 1 == torch.get_num_threads()
-        assert runs.set_cpu_threads(None, "cpu") == 1
-        assert runs.set_cpu_threads(3, "cuda") == 1  # untouched on CUDA
+        assert selection.set_cpu_threads(1, "cpu") == 1 == torch.get_num_threads()
+        assert selection.set_cpu_threads(None, "cpu") == 1
+        assert selection.set_cpu_threads(3, "cuda") == 1  # untouched on CUDA
         with pytest.raises(ValueError):
-            runs.set_cpu_threads(0, "cpu")
+            selection.set_cpu_threads(0, "cpu")
     finally:
         torch.set_num_threads(before)
 
@@ -235,10 +236,10 @@ def test_load_samples_from_a_local_benchmark_file(tmp_path):
     rows = [{"question_id": i, "image": "a.jpg", "text": f"Is there a cat {i}?", "label": "yes"} for i in range(5)]
     path = tmp_path / "pope.json"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    samples = runs.load_samples("pope", 2, offset=1, data_files={"pope": path}, image_folder=tmp_path)
+    samples = selection.samples("pope", 2, offset=1, data_files={"pope": path}, image_folder=tmp_path)
     assert [s.id for s in samples] == ["1", "2"] and samples[0].answer == "yes"
     with pytest.raises(data.EmptySplitError, match="offset"):
-        runs.load_samples("pope", 2, offset=5, data_files={"pope": path}, image_folder=tmp_path)
+        selection.samples("pope", 2, offset=5, data_files={"pope": path}, image_folder=tmp_path)
 
 
 def test_rows_for_picks_the_answer_row_for_registry_models_only():
@@ -249,5 +250,5 @@ def test_rows_for_picks_the_answer_row_for_registry_models_only():
 
     real = SimpleNamespace(vh_spec=REGISTRY["llava-v1.5-7b"])
     toy = SimpleNamespace(vh_spec=replace(REGISTRY["llava-v1.5-7b"], name="toy-a1"))
-    assert runs.rows_for(real) == "answer" and runs.rows_for(toy) == "prompt_end"
-    assert runs.rows_for(toy, "answer") == "answer"
+    assert selection.rows_for(real) == "answer" and selection.rows_for(toy) == "prompt_end"
+    assert selection.rows_for(toy, "answer") == "answer"

@@ -346,7 +346,7 @@ def test_committed_set_is_what_the_generator_makes():
 def test_embedded_set_loads_and_visual_image_is_the_training_render():
     gen = _generator()
     samples = data.load_shapes(limit=4)
-    assert len(samples) == 4 * 6 and {s.benchmark for s in samples} == {"shapes-pointqa"}
+    assert len(samples) == 4 * 6 and {s.benchmark for s in samples} == {"shapes"}
     meta = json.loads((SHAPES / "meta.json").read_text())
     scene = shapes.make_scene(np.random.default_rng([meta["seed"], 0]), size=tuple(meta["size"]), grid=meta["grid"])
     assert gen.record(0, meta["seed"], tuple(meta["size"]), meta["grid"])[0]["bboxes"] == [list(scene.box)]

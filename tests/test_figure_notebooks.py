@@ -26,7 +26,7 @@ def test_parameters_cell_and_saved_figures(name):
         assert parameter in source, f"{name}: parameters cell lacks {parameter}"
     code = "\n".join("".join(c["source"]) for c in nb if c["cell_type"] == "code")
     assert "plots.save_figure(" in code and "torch.manual_seed(SEED)" in code
-    assert "runs.default_models(GPU_MODELS, DEVICE)" in code
+    assert "selection.default_models(GPU_MODELS, DEVICE)" in code
     assert "import matplotlib.pyplot" not in code, "plotting belongs in helpers.plots"
 
 

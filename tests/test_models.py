@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import models, offline
+from helpers import metrics, models, offline
 from helpers.models import REGISTRY, ModelLoadError, NumericsError
 
 NAMES = list(REGISTRY)
@@ -44,9 +44,9 @@ def test_registry_has_the_papers_nine_models():
 
 
 def test_stage_bounds_follow_the_released_code():
-    assert models.stage_bounds(32) == (10, 20)
-    assert models.stage_bounds(40) == (13, 27)
-    assert models.stage_bounds(6) == (2, 4)
+    assert metrics.stage_bounds(32) == (10, 20)
+    assert metrics.stage_bounds(40) == (13, 27)
+    assert metrics.stage_bounds(6) == (2, 4)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -129,7 +130,8 @@ def test_out_of_memory_halves_the_batch_and_goes_on(monkeypatch, tmp_path):
         if len(batch) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         table = pd.DataFrame({"index": list(indices), "sample_id": [str(i) for i in indices], "correct": True})
-        return results.Results(table, {"weight": np.zeros((len(batch), 2, 2), np.float32)}), None
+        return SimpleNamespace(results=results.Results(table, {"weight": np.zeros((len(batch), 2, 2), np.float32)}),
+                               rows=None)
 
     monkeypatch.setattr(extract, "run_batch", fake_run_batch)
     with pytest.warns(UserWarning, match="halving the batch size to 4"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ablation, models, shapes, toy
+from helpers import ablation, models, selection, shapes, toy
 from helpers.env import DATA_DIR
 
 TOYS = sorted(p for p in DATA_DIR.glob("toy-*") if (p / "config.json").is_file())
@@ -45,7 +45,7 @@ def test_toy_model_reads_the_image(folder):
 
 def test_load_default_picks_a_toy_model():
     assert TOYS, "no committed toy model under data/"
-    assert models.embedded_default() == TOYS[0]
+    assert selection.embedded_default() == TOYS[0]
 
 
 def _tiny(seed: int = 0, steps: int = 2) -> toy.ToyConfig:
