@@ -236,7 +236,7 @@ def answers(model: Any, processor: Any, samples: Sequence[data.Sample], *, heads
     return pd.concat(parts, ignore_index=True)[columns]
 
 
-def head_results(model: Any, processor: Any, samples: Sequence[data.Sample], batch_size: int = 8,
+def head_results(model: Any, processor: Any, samples: Sequence[data.Sample], *, batch_size: int = 8,
                  dataset: str = "", progress: bool = False, **kwargs: Any) -> Results:
     """:func:`run_batch` over all ``samples`` in order (tqdm bar in samples/s when ``progress``).
 

@@ -193,8 +193,8 @@ def samples(name: str, n: int | None = None, *, offset: int = 0, seed: int | Non
         pool = [s for s in loaded if not named or s.prompt_kind in pk][offset:]
     chosen = pool if n is None else pool[:n] if seed is None else choose(pool, n, random.Random(seed))
     if not chosen:
-        raise data.EmptySplitError(f"dataset {name!r}: no samples after skipping {offset}; lower the offset or "
-                                   "give more data")
+        raise data.EmptySplitError(f"dataset {name!r}{f' (split {split})' if split else ''}: no samples left after "
+                                   f"filtering and skipping {offset}; lower the offset or give more data")
     return data.SampleList(chosen, loaded.skipped)
 
 

@@ -399,29 +399,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_samples(args: argparse.Namespace) -> list[data.Sample]:
-    """The split's samples (:func:`helpers.selection.samples`; bad ones skipped and reported), of
-    ``--prompt-kind`` only when given, the first ``--max-samples``.
+    """The split's samples (all of :func:`helpers.selection.samples`; bad ones skipped and reported), of
+    ``--prompt-kind`` only when given, then the first ``--max-samples``.
 
     Raises :class:`helpers.data.EmptySplitError` when nothing is left, :class:`SweepError` when two samples
     share an id (a resume keys on ids).
     """
     name = f"{args.benchmark}/{args.prompt_kind}" if args.prompt_kind else args.benchmark
-    try:
-        samples = selection.samples(name, args.max_samples, split=args.split if args.benchmark in SHAPES else None,
-                                    data_files=args.data_files, image_folder=args.image_folder)
-    except data.EmptySplitError as err:
-        raise data.EmptySplitError(f"no samples in {args.benchmark}/{args.split} after filtering") from err
+    samples = selection.samples(name, split=args.split if args.benchmark in SHAPES else None,
+                                data_files=args.data_files, image_folder=args.image_folder)
     if samples.skipped:
         print(f"skipped {len(samples.skipped)} bad sample(s): "
               + "; ".join(f"{sid}: {why}" for sid, why in samples.skipped[:3])
               + (" ..." if len(samples.skipped) > 3 else ""), file=sys.stderr, flush=True)
+    samples = samples[: args.max_samples]  # the first good ones (bad samples skipped before counting)
     seen: set[str] = set()
     for s in samples:
         if s.id in seen:
             raise SweepError(f"sample id {s.id} occurs twice in {args.benchmark}/{args.split}; a resume keys on "
                              "sample ids, so each must be unique. Fix the data's id column")
         seen.add(s.id)
-    return list(samples)
+    return samples
 
 
 if __name__ == "__main__":

@@ -52,10 +52,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import capture, metrics, shapes
-from .ablation import random_same_stage
+from . import ablation, data, extract, metrics, shapes
 from .env import DATA_DIR, REPO_ROOT
-from .layout import region_mask
 from .models import TEMPLATES, load
 from .offline import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_tokenizer
 
@@ -469,16 +467,30 @@ def held_out(n: int, image_size: int = 112, visual: bool = True, seed: int = HEL
     return out
 
 
-@torch.no_grad()
+def as_samples(samples: list[Sample], image: str = "scene") -> list[data.Sample]:
+    """The toy samples as :class:`helpers.data.Sample`, which :mod:`helpers.extract` runs: the scene rendered
+    without the box (:func:`helpers.data.draw_boxes` draws it for visual prompts exactly as
+    :func:`helpers.shapes.render` does), the toy prompt (:data:`PROMPT`), the box as the region.
+    ``image="blank"``: a white image of the scene's size and nothing drawn (no box, no region)."""
+    if image not in ("scene", "blank"):
+        raise ValueError(f"image must be 'scene' or 'blank', got {image!r}")
+    out = []
+    for i, s in enumerate(samples):
+        scene = image == "scene"
+        picture = shapes.render(s.scene, draw_box=False) if scene else Image.new("RGB", s.scene.size,
+                                                                                 shapes.BACKGROUND)
+        out.append(data.Sample(id=f"toy-{i}", image=picture, question=s.question, answer=s.answer,
+                               prompt=PROMPT.format(question=s.question), benchmark="toy", answer_type="count",
+                               boxes=(tuple(s.scene.box),) if scene else (), question_kind=s.kind,
+                               prompt_kind="visual" if s.visual and scene else "plain"))
+    return out
+
+
 def predict(model: Any, processor: Any, samples: list[Sample], image: str = "scene",
             batch_size: int = 64) -> list[str]:
-    """Greedy first answer token for each sample (arg-max at the last prompt position)."""
-    out: list[str] = []
-    for i in range(0, len(samples), batch_size):
-        batch = encode(processor, samples[i:i + batch_size], image=image, with_answer=False)
-        logits = model(**batch).logits[:, -1]
-        out += processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
-    return out
+    """Greedy first answer token for each sample (:func:`helpers.extract.answers`, one new token)."""
+    table = extract.answers(model, processor, as_samples(samples, image), batch_size=batch_size, max_new_tokens=1)
+    return table["prediction"].tolist()
 
 
 def evaluate(model: Any, processor: Any, n: int = 300, image: str = "scene", visual: bool = True,
@@ -546,85 +558,47 @@ def statistics_baseline(samples: list[Sample], image_size: int = 112, reference:
     return float(np.mean([str(g) == s.answer for g, s in zip(guess, samples, strict=True)]))
 
 
-def _region_and_image(model: Any, processor: Any, batch: dict, samples: list[Sample]
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean ``[batch, seq]`` masks of the image tokens and of the box's region tokens."""
-    token = model.config.image_token_id
-    image = batch["input_ids"] == token
-    sizes = [(s.scene.size[1], s.scene.size[0]) for s in samples]
-    region = region_mask(batch["input_ids"], token, processor, sizes, [s.scene.box for s in samples])
-    return image, region
-
-
-@torch.no_grad()
 def visual_head_scores(model: Any, processor: Any, n: int = 192, seed: int = HELD_OUT_SEED + 1,
                        rows: str = "prompt_end", k: float | int | str = 0.05, batch_size: int = 64,
-                       correct_only: bool = True) -> torch.Tensor:
-    """Detection score of every head, ``[layers, heads]`` (``helpers.metrics.detection_score``).
+                       correct_only: bool = True) -> np.ndarray:
+    """Detection score of every head, ``[layers, heads]`` (:func:`helpers.extract.head_results`' ``region_hits``).
 
     Measured on ``n`` visual-prompt samples drawn with ``seed`` (disjoint from the accuracy set of
     :func:`held_out`), over the correctly answered ones (``correct_only=False``: over all). ``rows="prompt_end"`` (default here): the
     answers are single tokens, so the row that predicts the answer is the last prompt position;
     the paper's ``"answer"`` row (first generated token) would be the one predicting ``</s>``.
     """
-    samples = held_out(n, model.config.vision_config.image_size, True, seed=seed)
-    hits, correct = [], []
-    for i in range(0, n, batch_size):
-        part = samples[i:i + batch_size]
-        batch = encode(processor, part, with_answer=False)
-        if rows == "prompt_end":
-            with capture.attention(model, rows="prompt_end") as att:
-                logits = model(**batch).logits[:, -1]
-        else:
-            with capture.attention(model, rows=rows) as att:
-                out = model.generate(**batch, max_new_tokens=2, do_sample=False, output_logits=True,
-                                     return_dict_in_generate=True)
-            logits = out.logits[0]
-        pred = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
-        image, region = _region_and_image(model, processor, batch, part)
-        pad = att.rows.shape[-1] - image.shape[1]  # the "answer" row also sees the generated token
-        image, region = (torch.nn.functional.pad(x, (0, pad)) for x in (image, region))
-        hits.append(metrics.detection_hits(att.rows, image, region, k=k))
-        correct += [p == s.answer for p, s in zip(pred, part, strict=True)]
-    mask = torch.tensor(correct) if correct_only else None
-    return metrics.aggregate(torch.cat(hits), mask=mask).mean
+    samples = as_samples(held_out(n, model.config.vision_config.image_size, True, seed=seed))
+    res = extract.head_results(model, processor, samples, batch_size=batch_size, rows=rows, k=k,
+                               max_new_tokens=extract.min_new_tokens(rows))
+    return res.per_head("region_hits", only_correct=correct_only)
 
 
 def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 3, 4, 5, 6, 8), n: int = 300, draws: int = 10,
                        seed: int = 0, mode: str = "uniform", score_n: int = 192) -> dict:
     """Accuracy on :func:`held_out` with the top-``k`` visual heads masked (by :func:`visual_head_scores`)
     versus ``k`` random heads from the same stages (``draws`` draws of :func:`helpers.ablation.random_same_stage`,
-    draw ``d`` seeded ``seed + k + 7919 * d`` as in :func:`helpers.ablation.masking_curve`), for each ``k``.
+    draw ``d`` seeded ``seed + k + 7919 * d``), for each ``k``: :func:`helpers.ablation.masking_curve`.
 
     Returns ``{"baseline": acc, "scores": [[...]], "k": {k: {"top_heads", "top", "random", "random_each",
     "extra_drop"}}}`` where ``extra_drop = mean(random) - top`` (in accuracy units). Head scores come
     from ``score_n`` samples disjoint from the ``n`` accuracy samples.
     """
-    spec_layers = model.config.text_config.num_hidden_layers
-    spec_heads = model.config.text_config.num_attention_heads
     scores = visual_head_scores(model, processor, n=score_n)
-    samples = held_out(n, model.config.vision_config.image_size, True)
-
-    def accuracy(heads: list[tuple[int, int]]) -> float:
-        with capture.mask_heads(model, heads, mode=mode):
-            preds = predict(model, processor, samples)
-        return float(np.mean([p == s.answer for p, s in zip(preds, samples, strict=True)]))
-
-    result: dict = {"baseline": accuracy([]), "scores": scores.tolist(), "mode": mode, "n": n, "k": {}}
+    samples = as_samples(held_out(n, model.config.vision_config.image_size, True))
+    curve = ablation.masking_curve(model, processor, samples, scores, ks=(0, *ks), conditions=("top", "random"),
+                                   seed=seed, mode=mode, batch_size=64, max_new_tokens=1, random_draws=draws)
+    accuracy = curve.groupby(["condition", "k", "draw"], sort=False)["correct"].mean()
+    result: dict = {"baseline": float(accuracy["top", 0, 0]), "scores": scores.tolist(), "mode": mode, "n": n,
+                    "k": {}}
     for k in ks:
-        top = metrics.top_heads(scores, k)
-        drawn = [random_same_stage(top, spec_layers, spec_heads, seed=seed + k + 7919 * d) for d in range(draws)]
-        randoms = [accuracy(heads) for heads in drawn]
-        acc_top = accuracy(top)
-        result["k"][k] = {"top_heads": top, "top": acc_top, "random": float(np.mean(randoms)),
-                          "random_each": randoms, "distinct_draws": distinct_draws(drawn),
+        randoms = [float(accuracy["random", k, d]) for d in range(draws)]
+        drawn = curve[(curve.condition == "random") & (curve.k == k)].drop_duplicates("draw")["heads"]
+        acc_top = float(accuracy["top", k, 0])
+        result["k"][k] = {"top_heads": metrics.top_heads(scores, k), "top": acc_top, "random": float(np.mean(randoms)),
+                          "random_each": randoms, "distinct_draws": drawn.nunique(),
                           "extra_drop": float(np.mean(randoms) - acc_top)}
     return result
-
-
-def distinct_draws(drawn: list[list[tuple[int, int]]]) -> int:
-    """How many different head sets the random draws are (1: the stages left no choice)."""
-    return len({tuple(heads) for heads in drawn})  # random_same_stage returns sorted lists
 
 
 # "its top visual heads" in the toys' masking criterion. Fixed at 4 of 48 (~8%, as 100 of LLaVA-7B's

@@ -71,9 +71,9 @@ def test_random_same_stage_matches_stage_counts_avoids_reference_and_is_seeded()
     draws = {tuple(ablation.random_same_stage(ref, layers, heads, seed=s)) for s in range(10)}
     assert len(draws) > 1
     # a stage with too few other heads: all of them, then the reference's own
-    full = ablation.stage_heads(layers, heads, "early")[:7]
+    full = metrics.stage_heads(layers, heads, "early")[:7]
     picked = ablation.random_same_stage(full, layers, heads, seed=0)
-    assert len(picked) == 7 and set(ablation.stage_heads(layers, heads, "early")) - set(full) <= set(picked)
+    assert len(picked) == 7 and set(metrics.stage_heads(layers, heads, "early")) - set(full) <= set(picked)
 
 
 def test_head_sets_top_random_and_stage():
@@ -85,7 +85,7 @@ def test_head_sets_top_random_and_stage():
     assert metrics.stage_distribution(sets["random"], 6, normalize=False) == {"early": 1, "middle": 0, "late": 2}
     assert sets["early"] == [(0, 0), (1, 2), (1, 3)]
     assert sets["late"] == [(5, 0), (5, 1), (5, 2)]  # NaN head ranks last within its stage
-    assert ablation.head_sets(scores, 20, ("late",))["late"] == ablation.stage_heads(6, 4, "late")
+    assert ablation.head_sets(scores, 20, ("late",))["late"] == metrics.stage_heads(6, 4, "late")
     assert ablation.head_sets(scores, 0) == {"top": [], "random": [], "late": []}
     rnd = ablation.head_sets(scores, 3, ("late",), stage_order="random")["late"]
     assert len(rnd) == 3 and all(lyr >= 4 for lyr, _ in rnd)
