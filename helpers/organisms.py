@@ -166,10 +166,10 @@ def vision_scene(seed: int, step: int, i: int) -> scenes.Scene:
     return scenes.make_scene(np.random.default_rng([seed, step, i]), layout=layout)
 
 
-def vision_batch(processor: Any, seed: int, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def vision_batch(image_processor: Any, seed: int, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel values ``[B, 3, 160, 160]`` and targets ``[B, 3, 64]`` of plain scenes (no box drawn)."""
     found = [vision_scene(seed, step, i) for i in range(batch_size)]
-    pixels = processor.image_processor([scenes.render(s) for s in found], return_tensors="pt").pixel_values
+    pixels = image_processor([scenes.render(s) for s in found], return_tensors="pt").pixel_values
     return pixels, torch.from_numpy(np.stack([patch_targets(s) for s in found]))
 
 
@@ -184,7 +184,7 @@ def train_vision(recipe: VisionRecipe = VisionRecipe(), out: Path = VISION_DIR, 
                                                                         len(scenes.KINDS) + 1, 2)])
     params = list(tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    processor = assemble.build_processor("smollm2-135m")  # only its image processor is used
+    processor = assemble.build_image_processor()
     log, start = [], time.time()
     for step in range(recipe.steps):
         for group in opt.param_groups:
@@ -208,16 +208,16 @@ def train_vision(recipe: VisionRecipe = VisionRecipe(), out: Path = VISION_DIR, 
     return meta
 
 
-def data_digest(processor: Any, recipe: VisionRecipe) -> str:
+def data_digest(image_processor: Any, recipe: VisionRecipe) -> str:
     """sha256 (12 hex) of the first training batch: changes when the scene generator changes."""
-    pixels, targets = vision_batch(processor, recipe.seed, 0, recipe.batch_size)
+    pixels, targets = vision_batch(image_processor, recipe.seed, 0, recipe.batch_size)
     return hashlib.sha256(pixels.numpy().tobytes() + targets.numpy().tobytes()).hexdigest()[:12]
 
 
 @torch.no_grad()
-def vision_accuracy(tower: Any, heads: Any, processor: Any, n: int = 256) -> dict[str, float]:
+def vision_accuracy(tower: Any, heads: Any, image_processor: Any, n: int = 256) -> dict[str, float]:
     """Per-patch accuracy of the three heads on ``n`` held-out scenes (seed :data:`HELD_OUT_SEED`)."""
-    pixels, targets = vision_batch(processor, HELD_OUT_SEED, 0, n)
+    pixels, targets = vision_batch(image_processor, HELD_OUT_SEED, 0, n)
     feats = tower(pixel_values=pixels).last_hidden_state[:, 1:]
     names = ("colour", "kind", "centre")
     return {name: round((h(feats).argmax(-1) == targets[:, j]).float().mean().item(), 4)

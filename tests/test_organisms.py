@@ -217,9 +217,8 @@ def test_vision_tower_data_matches_its_recorded_digest():
     """The committed vision tower was trained on what the current scene generator draws."""
     meta_path = Path(organisms.VISION_DIR) / "training.json"
     meta = json.loads(meta_path.read_text())
-    processor = assemble.build_processor("smollm2-135m")
     recipe = organisms.VisionRecipe(**meta["recipe"])
-    assert organisms.data_digest(processor, recipe) == meta["data_digest"]
+    assert organisms.data_digest(assemble.build_image_processor(), recipe) == meta["data_digest"]
 
 
 COMMITTED = sorted(p for p in organisms.ORGANISMS_DIR.glob("*") if (p / "organism.json").is_file())
