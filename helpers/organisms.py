@@ -64,7 +64,7 @@ from peft import LoraConfig, get_peft_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from . import ablation, assemble, baselm, capture, data, extract, layout, metrics, scenes, tasks
+from . import ablation, assemble, baselm, capture, data, extract, layout, metrics, scenes, selection, tasks
 from .env import DATA_DIR, REPO_ROOT
 from .models import TEMPLATES, load, spec_from_config
 from .selection import toy_models
@@ -792,7 +792,7 @@ def attention_summary(table: pd.DataFrame) -> dict[str, float]:
 
 def toy_attention(n: int = 48) -> dict[str, dict]:
     """The same statistics for the old toy models (``data/toy-*``) on their own shapes set (visual prompt)."""
-    samples = data.load_shapes(prompt_kinds=("visual",))[:n]
+    samples = selection.samples("shapes/visual", n)
     out = {}
     for folder in toy_models():
         model, processor = load(folder, check=False)
