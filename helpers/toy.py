@@ -488,9 +488,19 @@ def as_samples(samples: list[Sample], image: str = "scene") -> list[data.Sample]
 
 def predict(model: Any, processor: Any, samples: list[Sample], image: str = "scene",
             batch_size: int = 64) -> list[str]:
-    """Greedy first answer token for each sample (:func:`helpers.extract.answers`, one new token)."""
-    table = extract.answers(model, processor, as_samples(samples, image), batch_size=batch_size, max_new_tokens=1)
-    return table["prediction"].tolist()
+    """Greedy first answer token for each sample: :func:`helpers.extract.answers` (one new token) for scenes and
+    blank images; for ``image="text"`` (the decoder pretraining's text-only task, which no LLaVA input
+    carries) the arg-max at the last prompt position of :func:`encode`'s batch."""
+    if image != "text":
+        table = extract.answers(model, processor, as_samples(samples, image), batch_size=batch_size,
+                                max_new_tokens=1)
+        return table["prediction"].tolist()
+    out: list[str] = []
+    with torch.no_grad():
+        for i in range(0, len(samples), batch_size):
+            logits = model(**encode(processor, samples[i:i + batch_size], image=image, with_answer=False)).logits
+            out += processor.tokenizer.convert_ids_to_tokens(logits[:, -1].argmax(-1).tolist())
+    return out
 
 
 def evaluate(model: Any, processor: Any, n: int = 300, image: str = "scene", visual: bool = True,
