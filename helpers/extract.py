@@ -30,7 +30,8 @@ from . import capture, data, layout, metrics
 from .models import check_finite, spec_of
 from .results import Results, concat
 
-SCORES = ("weight", "concentration", "region_weight", "region_share", "region_hits")
+SCORES = ("weight", "concentration", "effective_tokens", "first_key_share", "weight_vs_uniform",
+          "region_weight", "region_share", "region_hits")
 
 
 def _pad_keys(mask: torch.Tensor, keys: int) -> torch.Tensor:
@@ -48,28 +49,44 @@ def batch_inputs(model: Any, processor: Any, samples: Sequence[data.Sample]) -> 
 
 
 def key_masks(model: Any, processor: Any, samples: Sequence[data.Sample], input_ids: torch.Tensor,
-              image_sizes: Sequence[Sequence[int]], keys: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean image and region masks ``[batch, keys]`` over the captured keys; ``image_sizes`` as (h, w)."""
+              image_sizes: Sequence[Sequence[int]], keys: int, image_tokens: str = "all"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean image and region masks ``[batch, keys]`` over the captured keys; ``image_sizes`` as (h, w).
+
+    ``image_tokens``: which image tokens count as the image (``helpers.layout.image_subset_mask``: ``"all"``,
+    ``"no_newline"``, ``"base"``); the region is always a subset of them.
+    """
     tid = layout.image_token_id(model)
     ids = input_ids.cpu()
-    image = layout.image_token_mask(ids, tid)
+    image = layout.image_subset_mask(ids, tid, processor, image_sizes, image_tokens)
     region = torch.zeros_like(image)
     boxed = [i for i, s in enumerate(samples) if s.boxes]
     if boxed:
         region[boxed] = layout.region_mask(ids[boxed], tid, processor, [image_sizes[i] for i in boxed],
                                            [samples[i].boxes for i in boxed],
                                            sample_ids=[samples[i].id for i in boxed])
-    return _pad_keys(image, keys), _pad_keys(region, keys)
+    return _pad_keys(image, keys), _pad_keys(region & image, keys)
 
 
 def head_scores(rows: torch.Tensor, image: torch.Tensor, region: torch.Tensor, has_box: torch.Tensor,
-                k: float | int | str = 0.05, among: str = "all") -> dict[str, torch.Tensor]:
-    """:data:`SCORES` ``name -> [batch, layers, heads]`` from rows ``[batch, layers, heads, keys]``."""
+                k: float | int | str = 0.05, among: str = "all", visible: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+    """:data:`SCORES` ``name -> [batch, layers, heads]`` from rows ``[batch, layers, heads, keys]``.
+
+    ``visible``: bool ``[batch, keys]`` (or over the prompt only), the keys each row may see (for the sink
+    scores ``first_key_share`` and ``weight_vs_uniform``, :mod:`helpers.metrics`); default: keys with
+    non-zero attention in any head of the sample.
+    """
     nan = torch.tensor(float("nan"))
     box = has_box[:, None, None]
+    if visible is None:
+        visible = (rows > 0).flatten(1, 2).any(1)
     return {
         "weight": metrics.attention_weight(rows, image),
         "concentration": metrics.concentration(rows, image),
+        "effective_tokens": metrics.effective_tokens(rows, image),
+        "first_key_share": metrics.first_key_share(rows, visible),
+        "weight_vs_uniform": metrics.weight_vs_uniform(rows, image, visible),
         "region_weight": torch.where(box, metrics.region_weight(rows, region), nan),
         "region_share": torch.where(box, metrics.region_share(rows, region, image), nan),
         "region_hits": torch.where(box, metrics.detection_hits(rows, image, region, k=k, among=among), nan),
@@ -92,14 +109,16 @@ def check_max_new_tokens(max_new_tokens: int, rows: str) -> None:
 
 def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
               max_new_tokens: int = 4, k: float | int | str = 0.05, among: str = "all",
-              indices: Sequence[int] | None = None, keep_rows: bool = False) -> tuple[Results, torch.Tensor | None]:
+              indices: Sequence[int] | None = None, keep_rows: bool = False,
+              image_tokens: str = "all") -> tuple[Results, torch.Tensor | None]:
     """Generate greedily for one batch under capture and score every head.
 
     Returns ``(results, rows)``: ``rows`` is the float32 ``[batch, layers, heads, keys]`` tensor when
     ``keep_rows`` (full attention rows on request), else ``None``. ``indices`` label the samples'
     positions in their split (default ``0..batch-1``). ``rows``, ``k``, ``among``: see
     ``helpers.capture.attention`` and ``helpers.metrics.detection_hits``. ``max_new_tokens`` is what is
-    generated and recorded; below :func:`min_new_tokens` it raises ``ValueError``.
+    generated and recorded; below :func:`min_new_tokens` it raises ``ValueError``. ``image_tokens``: which image
+    tokens the image scores use (:func:`key_masks`; ``"no_newline"`` / ``"base"`` for LLaVA-NeXT).
     """
     samples = list(samples)
     check_max_new_tokens(max_new_tokens, rows)
@@ -113,9 +132,11 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
                                                                    skip_special_tokens=True)]
     captured = att.rows
     image, region = key_masks(model, processor, samples, inputs["input_ids"], [im.size[::-1] for im in images],
-                              captured.shape[-1])
+                              captured.shape[-1], image_tokens)
     has_box = torch.tensor([bool(s.boxes) for s in samples])
-    per_head = {n: v.float().numpy() for n, v in head_scores(captured, image, region, has_box, k, among).items()}
+    visible = inputs["attention_mask"].bool().cpu() if "attention_mask" in inputs else None
+    per_head = {n: v.float().numpy()
+                for n, v in head_scores(captured, image, region, has_box, k, among, visible).items()}
     table = pd.DataFrame({
         "index": list(indices) if indices is not None else list(range(len(samples))),
         "sample_id": [s.id for s in samples],
@@ -129,7 +150,7 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
         "n_region_tokens": region.sum(1).tolist(),
     })
     settings = {"model_name": spec_of(model).name, "rows": rows, "k": k, "among": among,
-                "max_new_tokens": max_new_tokens}
+                "max_new_tokens": max_new_tokens, "image_tokens": image_tokens}
     return Results(table, per_head, settings), (captured if keep_rows else None)
 
 

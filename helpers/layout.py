@@ -398,3 +398,31 @@ def region_mask(input_ids: torch.Tensor, token_id: int, processor: Any, image_si
                              "the original image size and the processor that built input_ids (one image per sample)")
         out[i, pos] = region_token_mask(processor, image_sizes[i], boxes[i], sample_ids[i], min_overlap, geo, views)
     return out if input_ids.dim() == 2 else out[0]
+
+
+IMAGE_SUBSETS = ("all", "no_newline", "base")
+
+
+def image_subset_mask(input_ids: torch.Tensor, token_id: int, processor: Any, image_sizes: Sequence[Sequence[int]],
+                      subset: str = "all") -> torch.Tensor:
+    """Boolean ``[batch, seq]``: the image tokens of each sample that ``subset`` keeps.
+
+    ``"all"``: every image token (:func:`image_token_mask`); ``"no_newline"``: without the tokens that show no
+    pixels (LLaVA-NeXT's ``image_newline`` tokens, view -1 in :class:`ImageGeometry`); ``"base"``: the base
+    view only (LLaVA-NeXT's whole-image 24x24 view; for a fixed layout, all its tokens), so a LLaVA-NeXT model
+    is measured over the same 576 tokens as LLaVA-1.5. ``image_sizes[i] = (height, width)``.
+    """
+    if subset not in IMAGE_SUBSETS:
+        raise ValueError(f"image subset must be one of {IMAGE_SUBSETS}, got {subset!r}")
+    ids = input_ids if input_ids.dim() == 2 else input_ids[None]
+    out = image_token_mask(ids, token_id)
+    if subset == "all":
+        return out if input_ids.dim() == 2 else out[0]
+    for i, pos in enumerate(image_token_positions(ids, token_id)):
+        geo = image_geometry(processor, image_sizes[i])
+        if geo.n_tokens != len(pos):
+            raise ValueError(f"sample {i}: input_ids hold {len(pos)} image tokens but an image of "
+                             f"{tuple(image_sizes[i])} (height, width) gives {geo.n_tokens} with this processor")
+        keep = geo.view >= 0 if subset == "no_newline" else geo.view == 0
+        out[i, pos[~keep]] = False
+    return out if input_ids.dim() == 2 else out[0]

@@ -1,0 +1,165 @@
+"""Issue 17 (scientific validity): each test here failed on the code before the fix.
+
+Concentration and effective tokens, sinks, split-half reliability, ties, the analysed row, pad-to-square,
+mean ablation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import agreement, metrics
+from helpers.results import Results
+
+
+def _rows_spread(m: int, n_image: int, keys: int | None = None) -> torch.Tensor:
+    """One row ``[1, 1, 1, keys]``: attention spread evenly over the first ``m`` of ``n_image`` image tokens."""
+    keys = keys or n_image + 4
+    row = torch.zeros(1, 1, 1, keys)
+    row[..., 4:4 + m] = 1.0 / m
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Concentration
+
+
+def test_effective_tokens_do_not_depend_on_the_image_token_count():
+    """A head spread over 10 patches: C differs between 576 and 2,340 image tokens, exp(H) is 10 for both."""
+    out = {}
+    for n in (576, 2340):
+        rows = _rows_spread(10, n)
+        image = torch.zeros(n + 4, dtype=torch.bool)
+        image[4:] = True
+        out[n] = (float(metrics.concentration(rows, image)), float(metrics.effective_tokens(rows, image)))
+    assert out[576][0] == pytest.approx(1 - math.log(10) / math.log(576), abs=1e-6)  # 0.64
+    assert out[2340][0] == pytest.approx(1 - math.log(10) / math.log(2340), abs=1e-6)  # 0.70
+    assert out[576][1] == pytest.approx(10) and out[2340][1] == pytest.approx(10)
+
+
+def test_per_head_concentration_is_weighted_by_image_weight():
+    """Sample 0 barely looks at the image (W = 0.001, C = 1); sample 1 does (W = 0.9, C = 0.1): the head's
+    concentration is that of sample 1, not the plain mean 0.55."""
+    table = pd.DataFrame({"index": [0, 1], "correct": [True, True]})
+    scores = {"weight": np.array([0.001, 0.9], np.float32).reshape(2, 1, 1),
+              "concentration": np.array([1.0, 0.1], np.float32).reshape(2, 1, 1)}
+    res = Results(table, scores, {"model_name": "m"})
+    assert res.per_head("concentration")[0, 0] == pytest.approx((0.001 * 1 + 0.9 * 0.1) / 0.901, abs=1e-5)
+    assert res.per_head("concentration", weighted=False)[0, 0] == pytest.approx(0.55)
+
+
+def test_concentration_can_leave_out_positions():
+    """``exclude`` (e.g. LLaVA-NeXT newline tokens) removes keys from V."""
+    rows = _rows_spread(2, 8)
+    image = torch.zeros(12, dtype=torch.bool)
+    image[4:] = True
+    newline = torch.tensor([10, 11])
+    assert float(metrics.effective_tokens(rows, image, exclude=newline)) == pytest.approx(2)
+    assert float(metrics.concentration(rows, image, exclude=newline)) == pytest.approx(1 - math.log(2) / math.log(6))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Sinks
+
+
+def test_weight_relative_to_uniform_and_sinks_left_out():
+    """8 of 12 visible keys are image tokens; one image token (a sink) takes 0.5."""
+    rows = torch.zeros(1, 1, 1, 12)
+    rows[..., 0] = 0.3  # first token
+    rows[..., 4] = 0.5  # sink image token
+    rows[..., 5:12] = 0.2 / 7
+    image = torch.zeros(12, dtype=torch.bool)
+    image[4:] = True
+    visible = torch.ones(1, 12, dtype=torch.bool)
+    assert float(metrics.first_key_share(rows, visible)) == pytest.approx(0.3)
+    assert float(metrics.weight_vs_uniform(rows, image, visible)) == pytest.approx(0.7 / (8 / 12))
+    assert float(metrics.attention_weight(rows, image, exclude=torch.tensor([4]))) == pytest.approx(0.2)
+    assert float(metrics.weight_vs_uniform(rows, image, visible, exclude=torch.tensor([4]))) == pytest.approx(
+        0.2 / (7 / 12))
+
+
+def test_first_key_share_with_left_padding_and_a_prompt_only_mask():
+    """Left-padded sample: the first visible key is the first real token; a prompt-only mask (one key shorter
+    than rows="answer" rows) is padded with True."""
+    rows = torch.zeros(2, 1, 1, 6)
+    rows[0, ..., 0] = 0.6
+    rows[0, ..., 1:] = 0.08
+    rows[1, ..., 2] = 0.7
+    rows[1, ..., 3:] = 0.1
+    visible = torch.tensor([[True] * 5, [False, False, True, True, True]])
+    assert metrics.first_key_share(rows, visible).flatten().tolist() == pytest.approx([0.6, 0.7])
+
+
+def test_sink_positions_found():
+    rows = torch.full((1, 2, 3, 10), 0.05)
+    rows[..., 6] = 0.55
+    image = torch.zeros(10, dtype=torch.bool)
+    image[2:] = True
+    assert metrics.sink_positions(rows, image, factor=3)[0].tolist() == [6]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Split-half reliability
+
+
+def _res(maps: np.ndarray, name: str) -> Results:
+    table = pd.DataFrame({"index": range(len(maps)), "correct": [True] * len(maps)})
+    return Results(table, {"weight": maps.astype(np.float32)}, {"model_name": name, "dataset": "d"})
+
+
+def test_split_half_reliability_is_spearman_brown_corrected_and_predicts_the_ceiling():
+    """Two models with the *same* true map measured with noise: their full-sample maps correlate about
+    sqrt(rel_a * rel_b) with the Spearman-Brown corrected reliabilities; the raw half-half r is too low."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(8, 8))
+    n, noise = 40, 6.0
+    a = truth + noise * rng.normal(size=(n, 8, 8))
+    b = truth + noise * rng.normal(size=(n, 8, 8))
+    ra, rb = _res(a, "a"), _res(b, "b")
+    observed = agreement.compare(a.mean(0), b.mean(0))["pearson"]
+    halves = [[agreement.split_half(r, "weight", only_correct=False, seed=s) for s in range(10)] for r in (ra, rb)]
+    rel = [np.mean([h["reliability"] for h in hs]) for hs in halves]
+    raw = [np.mean([h["pearson"] for h in hs]) for hs in halves]
+    ceiling = agreement.noise_ceiling(*rel)
+    assert abs(ceiling - observed) < 0.08, (ceiling, observed)
+    assert math.sqrt(raw[0] * raw[1]) < observed - 0.1  # the uncorrected half-half r understates the ceiling
+    assert agreement.spearman_brown(0.5) == pytest.approx(2 / 3)
+    mats, pair_rows, _ = agreement.model_matrices([ra, rb], scores=("weight",))
+    diag = mats["weight: pearson"].loc["a", "a"]
+    assert diag == pytest.approx(agreement.split_half(ra, "weight", only_correct=False)["reliability"])
+    assert "ceiling" in pair_rows and pair_rows["ceiling"].iloc[0] == pytest.approx(
+        agreement.noise_ceiling(pair_rows["reliability_a"].iloc[0], pair_rows["reliability_b"].iloc[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Ties
+
+
+def test_ties_are_broken_at_random_with_a_seed_and_counted():
+    """Four heads tie for first, one in each layer: the old (layer, head) order always picked layer 0."""
+    scores = torch.zeros(4, 3)
+    scores[:, 1] = 1.0
+    firsts = {metrics.top_heads(scores, 1, seed=s)[0] for s in range(20)}
+    assert len(firsts) > 1 and firsts <= {(layer, 1) for layer in range(4)}
+    assert metrics.top_heads(scores, 2, seed=3) == metrics.top_heads(scores, 2, seed=3)
+    assert metrics.top_heads(scores, 1, tie_break="order") == [(0, 1)]
+    ties = metrics.ranking_ties(scores, 2)
+    assert ties == {"cutoff": 1.0, "tied": 4, "tied_in_top": 2, "tied_first": 4}
+
+
+def test_jaccard_diagonal_is_labelled_and_a_map_against_itself_is_one():
+    rng = np.random.default_rng(1)
+    maps = rng.normal(size=(12, 4, 4))
+    res = _res(maps, "m")
+    other = _res(maps + rng.normal(size=maps.shape), "n")
+    mats, _, _ = agreement.model_matrices([res, other], scores=("weight",))
+    jac = mats["weight: top-k jaccard"]
+    assert "half" in jac.attrs["diagonal"]  # split-half, not the model against itself
+    flat = torch.zeros(4, 4)  # all tied: the same map must still select the same heads
+    assert metrics.topk_jaccard(flat, flat.clone(), 3) == 1.0
+    assert agreement.compare(maps.mean(0), maps.mean(0))["jaccard"] == 1.0
