@@ -7,6 +7,11 @@
     with capture.mask_heads(model, [(3, 7), (5, 0)], mode="uniform"):
         out = model.generate(**inputs, max_new_tokens=8)
 
+    with capture.head_means(model) as ref:          # mean ablation: first the heads' mean outputs
+        model(**reference_inputs)                   # over a reference set (one or more calls)
+    with capture.mask_heads(model, heads, mode="mean", means=ref.means):
+        out = model.generate(**inputs, max_new_tokens=8)
+
 How it works. Each context registers one attention function and its mask function under a key
 of its own in transformers' registries (``transformers.AttentionInterface`` and
 ``transformers.masking_utils.AttentionMaskInterface``), switches the *language model only* to
@@ -36,7 +41,7 @@ from typing import Any
 import torch
 
 ROW_CHOICES = ("answer", "prompt_end", "generated")
-MASK_MODES = ("uniform", "zero")
+MASK_MODES = ("uniform", "zero", "mean")
 BASE_KERNELS = ("sdpa", "eager")
 
 
@@ -167,6 +172,32 @@ class _Recorder:
         return torch.stack(padded, dim=1)
 
 
+class _MeanCollector:
+    """Sums each layer's per-head attention outputs ``[B, Q, H, D]`` over the real query positions."""
+
+    def __init__(self, n_layers: int, positions: str):
+        self.positions = positions
+        self.sums: dict[int, torch.Tensor] = {}
+        self.counts: dict[int, int] = {}
+        self.n_layers = n_layers
+
+    def observe(self, layer: int, out: torch.Tensor, mask: torch.Tensor | None, keys: int) -> None:
+        queries = out.shape[1]
+        real = _allowed_all(mask, queries, keys, out.device).any(-1)[:, 0]  # [B|1, Q]: padding queries see nothing
+        real = real.expand(out.shape[0], queries)
+        if self.positions == "last":
+            real = real & (torch.arange(queries, device=out.device) == queries - 1)[None]
+        w = real.to(torch.float64)
+        total = torch.einsum("bq,bqhd->hd", w, out.detach().to(torch.float64)).cpu()
+        self.sums[layer] = self.sums.get(layer, 0) + total
+        self.counts[layer] = self.counts.get(layer, 0) + int(real.sum())
+
+    def result(self) -> torch.Tensor:
+        if len(self.sums) < self.n_layers or not all(self.counts.values()):
+            raise CaptureError("head_means recorded nothing: run model(...) on the reference inputs inside the context")
+        return torch.stack([self.sums[layer] / self.counts[layer] for layer in range(self.n_layers)]).float()
+
+
 # ---------------------------------------------------------------------------------------------
 # The plan: one registered attention function
 
@@ -175,12 +206,15 @@ class _Recorder:
 class _Plan:
     """What the registered attention function does: the base kernel, then masks, then capture.
 
-    ``masks`` maps a layer to ``{head: mode}``.
+    ``masks`` maps a layer to ``{head: mode}``; ``means`` a layer to the ``[heads, head_dim]`` outputs that
+    ``"mean"``-masked heads emit; ``collectors`` accumulate head outputs (:class:`head_means`).
     """
 
     base: str
     masks: dict[int, dict[int, str]] = field(default_factory=dict)
     recorders: tuple[_Recorder, ...] = ()
+    means: dict[int, torch.Tensor] = field(default_factory=dict)
+    collectors: tuple[_MeanCollector, ...] = ()
 
     def __call__(self, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
@@ -199,6 +233,12 @@ class _Plan:
                 out = _uniform_heads(out, value, attention_mask, uniform)
             if zero.numel():
                 out = out.index_fill(2, zero, 0.0)
+            mean = _heads_with(heads, "mean", query.device)
+            if mean.numel():
+                fill = self.means[layer].to(out.device, out.dtype)[mean]  # [n, D]
+                out = out.index_copy(2, mean, fill[None, None].expand(out.shape[0], out.shape[1], -1, -1).contiguous())
+        for collector in self.collectors:
+            collector.observe(layer, out, attention_mask, key.shape[2])
         for recorder in self.recorders:
             recorder.observe(layer, query, key, attention_mask, scaling, uniform)
         return out, weights
@@ -354,6 +394,10 @@ class mask_heads(_PlanContext):  # noqa: N801 (a context manager used like a fun
               i.e. respecting the causal and the padding mask; its output is the mean of those
               values.
             - ``"zero"``: the head's output is removed before the output projection ``o_proj``.
+            - ``"mean"``: the head's output is replaced by its mean over a reference set of samples
+              (``means``, ``[layers, heads, head_dim]``, from :class:`head_means`): mean ablation, which
+              removes what the head says about *this* input but keeps its average contribution.
+        means: for ``mode="mean"`` only (required there).
 
     Difference from the released code of the paper: it sets the chosen heads' pre-softmax scores
     to 0 *after* the causal mask was added, so in the prompt (prefill) pass a masked head also
@@ -366,18 +410,70 @@ class mask_heads(_PlanContext):  # noqa: N801 (a context manager used like a fun
     Combine with capture in either order: ``with mask_heads(m, hs), attention(m) as att: ...``.
     """
 
-    def __init__(self, model: Any, heads: Iterable[tuple[int, int]], mode: str = "uniform"):
+    def __init__(self, model: Any, heads: Iterable[tuple[int, int]], mode: str = "uniform",
+                 means: torch.Tensor | None = None):
         if mode not in MASK_MODES:
             raise ValueError(f"mask_heads(mode={mode!r}): mode must be one of {MASK_MODES}")
         super().__init__(model)
         self.mode = mode
         self.heads = _validate_heads(heads, len(self.lm.layers), self.lm.config.num_attention_heads)
+        self.means: torch.Tensor | None = None
+        if mode == "mean" and self.heads:
+            if means is None:
+                raise ValueError("mask_heads(mode='mean') needs means=: the heads' mean outputs over a reference set, "
+                                 "[layers, heads, head_dim] from `with capture.head_means(model) as ref: model(...)` "
+                                 "(ref.means), or helpers.ablation.reference_means(...)")
+            means = torch.as_tensor(means)
+            want = (len(self.lm.layers), self.lm.config.num_attention_heads)
+            if means.dim() != 3 or tuple(means.shape[:2]) != want:
+                raise ValueError(f"mask_heads: means must be [layers, heads, head_dim] = [{want[0]}, {want[1]}, D], "
+                                 f"got {tuple(means.shape)}")
+            self.means = means
 
     def extend(self, current: _Plan) -> _Plan:
         masks = {layer: dict(h) for layer, h in current.masks.items()}
         for layer, head in self.heads:
             masks.setdefault(layer, {})[head] = self.mode
-        return replace(current, masks=masks)
+        means = dict(current.means)
+        if self.means is not None:
+            for layer in {layer for layer, _ in self.heads}:
+                previous = means.get(layer)
+                new = self.means[layer].float()
+                if previous is not None:  # an outer mean mask keeps its own heads' vectors
+                    keep = torch.tensor([h for h, m in current.masks.get(layer, {}).items() if m == "mean"],
+                                        dtype=torch.long)
+                    new = new.clone()
+                    new[keep] = previous[keep]
+                means[layer] = new
+        return replace(current, masks=masks, means=means)
+
+
+class head_means(_PlanContext):  # noqa: N801 (a context manager used like a function)
+    """Record every head's mean output over the forward calls inside the context (the reference set of mean ablation).
+
+    ``positions="all"`` (default): the mean over every real (non-padding) query position of every call;
+    ``"last"``: over each call's last position only (in a prefill, the row that predicts the answer).
+    Afterwards ``.means`` is float32 ``[layers, heads, head_dim]``: each head's attention output before the
+    output projection ``o_proj``, what ``mask_heads(..., mode="mean", means=...)`` puts in its place.
+    """
+
+    def __init__(self, model: Any, positions: str = "all"):
+        if positions not in ("all", "last"):
+            raise ValueError(f"head_means(positions={positions!r}): positions must be 'all' or 'last'")
+        super().__init__(model)
+        self._collector = _MeanCollector(len(self.lm.layers), positions)
+
+    def extend(self, current: _Plan) -> _Plan:
+        return replace(current, collectors=(*current.collectors, self._collector))
+
+    def __enter__(self) -> head_means:
+        super().__enter__()
+        return self
+
+    @property
+    def means(self) -> torch.Tensor:
+        """``[layers, heads, head_dim]`` float32 (raises :class:`CaptureError` if nothing was run)."""
+        return self._collector.result()
 
 
 def _validate_heads(heads: Iterable[tuple[int, int]], n_layers: int, n_heads: int) -> list[tuple[int, int]]:

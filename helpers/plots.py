@@ -452,6 +452,7 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
 CONDITION_STYLE = {
     "top": {"color": "tab:red", "marker": "o", "label": "top visual heads"},
     "random": {"color": "tab:gray", "marker": "s", "label": "random heads, same stages"},
+    "random_layer": {"color": "tab:brown", "marker": "x", "label": "random heads, same layers"},
     "early": {"color": "tab:blue", "marker": "^", "label": "early-stage heads"},
     "middle": {"color": "tab:green", "marker": "v", "label": "middle-stage heads"},
     "late": {"color": "tab:purple", "marker": "D", "label": "late-stage heads"},

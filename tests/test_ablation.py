@@ -173,7 +173,8 @@ def test_masking_curve_on_a_tiny_model(tiny):
     assert top["heads"].iloc[0] == "0.1 2.3" and top["n_masked"].iloc[0] == 2
     assert top[["early", "late"]].iloc[0].tolist() == [1, 1]
     late = per_sample[(per_sample.condition == "late") & (per_sample.k == 2)]
-    assert late["heads"].iloc[0] == "2.0 2.3"  # the late stage's best, then ties in (layer, head) order
+    late_heads = late["heads"].iloc[0].split()  # the late stage's best, then one of the tied (seeded random tie-break)
+    assert "2.3" in late_heads and len(late_heads) == 2 and all(h.startswith("2.") for h in late_heads)
     assert set(late["late"]) == {2}
     base = per_sample[per_sample.k == 0]
     assert base.groupby("condition")["prediction"].apply(tuple).nunique() == 1  # k = 0 shared

@@ -163,3 +163,92 @@ def test_jaccard_diagonal_is_labelled_and_a_map_against_itself_is_one():
     flat = torch.zeros(4, 4)  # all tied: the same map must still select the same heads
     assert metrics.topk_jaccard(flat, flat.clone(), 3) == 1.0
     assert agreement.compare(maps.mean(0), maps.mean(0))["jaccard"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Masking: mean ablation; layer-matched random control offered with the stage-matched one
+
+
+@pytest.fixture(scope="module")
+def tiny_llava():
+    from helpers import offline
+
+    return offline.build("llava-v1.5-7b", tiny=True, layers=2)
+
+
+def _batch(processor, spec):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, s, dtype=np.uint8)) for s in [(60, 80, 3), (50, 50, 3)]]
+    prompts = [spec.format_prompt("<image>\nhow many red circles ?"), spec.format_prompt("<image>\nwhat shape ?")]
+    return dict(processor(images=images, text=prompts, return_tensors="pt", padding=True, padding_side="left"))
+
+
+def test_mean_ablation_replaces_a_head_output_by_its_reference_mean(tiny_llava):
+    from helpers import capture
+    from helpers.models import decoder_layers
+
+    model, processor = tiny_llava
+    inputs = _batch(processor, model.vh_spec)
+    with torch.no_grad(), capture.head_means(model) as ref:
+        model(**inputs)
+    means = ref.means
+    layers, heads = len(decoder_layers(model)), model.config.text_config.num_attention_heads
+    d = model.config.text_config.hidden_size // heads
+    assert means.shape == (layers, heads, d)
+    seen = {}
+    o_proj = decoder_layers(model)[1].self_attn.o_proj
+    hook = o_proj.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0].detach().clone()))
+    try:
+        with torch.no_grad(), capture.mask_heads(model, [(1, 2)], mode="mean", means=means):
+            model(**inputs)
+        masked = seen["x"].reshape(*seen["x"].shape[:2], heads, d)
+        with torch.no_grad():
+            model(**inputs)
+        plain = seen["x"].reshape(*seen["x"].shape[:2], heads, d)
+    finally:
+        hook.remove()
+    assert torch.allclose(masked[:, :, 2], means[1, 2].expand_as(masked[:, :, 2]), atol=1e-5)
+    assert torch.allclose(masked[:, :, :2], plain[:, :, :2], atol=1e-5)  # other heads untouched
+    real = inputs["attention_mask"].bool()
+    assert torch.allclose(plain[:, :, 2][real].double().mean(0).float(), means[1, 2], atol=1e-4)  # the mean it used
+
+
+def test_masking_conditions_offer_the_layer_matched_random_control():
+    from helpers import ablation
+
+    assert "random_layer" in ablation.CONDITIONS and "random" in ablation.CONDITIONS
+    scores = -np.random.default_rng(0).random((6, 4))
+    scores[0, 1], scores[2, 2], scores[4, 0] = 3.0, 2.0, 1.0
+    sets = ablation.head_sets(scores, 3)
+    top = sets["top"]
+    assert sorted(lyr for lyr, _ in sets["random_layer"]) == sorted(lyr for lyr, _ in top)
+    assert not set(sets["random_layer"]) & set(top)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Preprocessing: pad to square with the mean colour (layout tests: tests/test_layout.py)
+
+
+def test_registry_pads_llava_1_5_and_vip_llava_to_a_square_with_the_mean_colour():
+    from PIL import Image
+
+    from helpers import layout, offline
+    from helpers.models import REGISTRY, configure_processor
+
+    padded = {n for n, s in REGISTRY.items() if s.pad_to_square}
+    assert padded == {"llava-v1.5-7b", "llava-v1.5-13b", "vip-llava-7b", "vip-llava-13b"}
+    proc = configure_processor(offline.build_processor("vip-llava-7b"), REGISTRY["vip-llava-7b"])
+    assert proc.image_processor.do_pad and layout.image_geometry(proc, (240, 320)).layout == "pad"
+    off = configure_processor(offline.build_processor("vip-llava-7b"), REGISTRY["vip-llava-7b"], pad_to_square=False)
+    assert not getattr(off.image_processor, "do_pad", False) and layout.image_geometry(off, (240, 320)).layout == "crop"
+    nxt = offline.build_processor("llava-v1.6-vicuna-7b")
+    assert configure_processor(nxt, REGISTRY["llava-v1.6-vicuna-7b"]) is nxt
+    with pytest.raises(ValueError, match="anyres"):
+        configure_processor(nxt, REGISTRY["llava-v1.6-vicuna-7b"], pad_to_square=True)
+    # the padding is the mean colour: after normalisation ~0 in every channel
+    pixels = proc.image_processor(images=[Image.new("RGB", (320, 240), (200, 30, 90))],
+                                  return_tensors="pt")["pixel_values"][0]
+    assert pixels[:, :40].abs().max() < 0.02 and pixels[:, 300:].abs().max() < 0.02
+    assert pixels[:, 100:200].abs().min() > 0.5  # the image itself
