@@ -10,10 +10,13 @@ batch to disk. Per batch: the images the model sees and the templated prompts (`
 the processor with left padding, greedy ``model.generate`` under ``helpers.capture.attention``, the answer
 scored with ``helpers.data.is_correct``, the image / region tokens from ``helpers.layout``, the scores from
 ``helpers.metrics``. Scores per sample and head (``Results.scores``, each ``[samples, layers, heads]``):
-``weight``, ``concentration``, ``region_weight``, ``region_share`` and ``region_hits`` (the share of the
-head's top-k keys in the box region, :func:`helpers.metrics.detection_hits`); the region scores are NaN
-for samples without a box. Keys are the prompt positions plus, for ``rows="answer"``, the generated
-tokens up to the captured one (never image tokens).
+``weight``, ``concentration``, ``effective_tokens`` (``exp H``), the sink scores ``first_key_share`` and
+``weight_vs_uniform`` (``W / (|V|/K)``), ``region_weight``, ``region_share`` and ``region_hits`` (the share of
+the head's top-k keys in the box region, :func:`helpers.metrics.detection_hits`); the region scores are NaN
+for samples without a box. The analysed row (``rows="answer"``, the default everywhere) is the one that
+predicts the answer's first content token (:func:`helpers.capture.first_content_index`); the table's
+``answer_step`` says how many whitespace-only tokens came before it. Keys are the prompt positions plus the
+generated tokens up to the captured row (never image tokens).
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
     check_max_new_tokens(max_new_tokens, rows)
     inputs, images = batch_inputs(model, processor, samples)
     prompt_len = inputs["input_ids"].shape[1]
-    with torch.no_grad(), capture.attention(model, rows=rows) as att:
+    with torch.no_grad(), capture.attention(model, rows=rows, tokenizer=processor.tokenizer) as att:
         out = model.generate(**inputs, max_new_tokens=max_new_tokens,
                              do_sample=False, output_scores=True, return_dict_in_generate=True)
     check_finite(out.scores[0], what="the first generated token's logits")
@@ -134,7 +137,12 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
     image, region = key_masks(model, processor, samples, inputs["input_ids"], [im.size[::-1] for im in images],
                               captured.shape[-1], image_tokens)
     has_box = torch.tensor([bool(s.boxes) for s in samples])
-    visible = inputs["attention_mask"].bool().cpu() if "attention_mask" in inputs else None
+    visible = (inputs["attention_mask"].bool().cpu() if "attention_mask" in inputs
+               else torch.ones(inputs["input_ids"].shape, dtype=torch.bool))
+    visible = torch.nn.functional.pad(visible, (0, captured.shape[-1] - visible.shape[1]), value=True)
+    steps = att.answer_steps if rows == "answer" else None
+    if steps is not None:  # a sample's row sees the prompt and the whitespace tokens before its answer
+        visible &= torch.arange(captured.shape[-1])[None] < (prompt_len + steps)[:, None]
     per_head = {n: v.float().numpy()
                 for n, v in head_scores(captured, image, region, has_box, k, among, visible).items()}
     table = pd.DataFrame({
@@ -149,6 +157,8 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
         "n_image_tokens": image.sum(1).tolist(),
         "n_region_tokens": region.sum(1).tolist(),
     })
+    if steps is not None:
+        table["answer_step"] = steps.tolist()  # whitespace-only tokens skipped before the analysed row
     settings = {"model_name": spec_of(model).name, "rows": rows, "k": k, "among": among,
                 "max_new_tokens": max_new_tokens, "image_tokens": image_tokens}
     return Results(table, per_head, settings), (captured if keep_rows else None)
