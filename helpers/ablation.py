@@ -380,6 +380,17 @@ def concentration_accuracy(res: Results, heads: Sequence[Head], bins: int = 4,
 # The whole experiment over several models
 
 
+def _ties_text(scores: np.ndarray, ks: Sequence[int]) -> str:
+    """How many heads tie at the cut-off of each ``k`` (:func:`helpers.metrics.ranking_ties`), for the printed notes."""
+    t = torch.from_numpy(np.asarray(scores, dtype=np.float64))
+    parts = [f"{metrics.ranking_ties(t, 1)['tied_first']} share the best score"]
+    for k in ks:
+        tie = metrics.ranking_ties(t, int(k)) if k else None
+        if tie and tie["tied"] > tie["tied_in_top"]:
+            parts.append(f"k={k}: {tie['tied']} tie at the cut-off, {tie['tied_in_top']} taken (seeded random)")
+    return "; ".join(parts)
+
+
 def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sample],
                eval_samples: Sequence[data.Sample], ks: Sequence[int] = REAL_KS,
                fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
@@ -412,7 +423,8 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
         grid = k_grid(total, ks, fractions)
         print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples (rows="
               f"{res.settings.get('rows')!r}); heads ranked by {note}; "
-              f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples")
+              f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples; "
+              f"ties: {_ties_text(scores, grid)}")
         part = masking_curve(model, processor, eval_samples, scores, grid, conditions, seed, mode, stage_order,
                              batch_size, max_new_tokens, random_draws)
         part["total_heads"] = total

@@ -13,12 +13,19 @@ Definitions (DESIGN.md; ``a`` one row, ``V`` the image tokens, ``R`` the region 
   all image attention is on one patch, 0 when it is uniform over the image. ``W = 0``: ``p`` is
   undefined, ``C`` is ``if_no_weight`` (default NaN; the aggregates skip NaN). ``|V| = 1``: ``C = 1``
   (all image attention is trivially on one patch). ``|V| = 0``: NaN.
+- effective number of attended image tokens ``exp(H(p))`` (:func:`effective_tokens`), which unlike ``C``
+  does not depend on ``|V|``; per-head means of ``C`` and ``exp H`` weight each sample by ``W``
+  (:func:`weighted_mean`, ``Results.per_head``);
+- sinks: the share on the first token (:func:`first_key_share`) and the image weight relative to
+  uniform attention ``W / (|V|/K)`` (:func:`weight_vs_uniform`); ``exclude`` leaves named sink positions
+  (:func:`sink_positions`) out of ``W``;
 - region weight ``W_R = sum_{j in R} a_j`` and region share ``W_R / W`` (:func:`region_weight`,
   :func:`region_share`);
 - detection score (:func:`detection_hits`, :func:`detection_score`): per sample and head, the share
   of the head's top-k keys that lie in ``R``, averaged over the correctly answered samples; ``k``
   scales with the number of image tokens; ``top1=True`` is the retrieval-head variant (is the
   single most attended key in ``R``).
+- rankings (:func:`top_heads`): ties broken by a seeded random permutation; :func:`ranking_ties` counts them.
 """
 
 from __future__ import annotations
@@ -192,8 +199,9 @@ its image weight ``W`` (a sample with ``W = 0.001`` says almost nothing about wh
 
 
 def _image_entropy(rows: torch.Tensor, index: Index, exclude: Index | None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(H(p), W, |V|)`` in float64, each ``[batch, layers, heads]``; ``V = index`` minus ``exclude``."""
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.dtype]:
+    """``(H(p), W, |V|, dtype)``: float64 ``[batch, layers, heads]`` each, ``V = index`` minus ``exclude``, and the
+    checked rows' dtype."""
     rows, m = _rows_mask(rows, index)
     if exclude is not None:
         m = m & ~key_mask(exclude, rows.shape[0], rows.shape[-1], rows.device, name="exclude")[:, None, None, :]
@@ -202,7 +210,7 @@ def _image_entropy(rows: torch.Tensor, index: Index, exclude: Index | None
     p = a / w[..., None].clamp(min=torch.finfo(torch.float64).tiny)
     h = -(p * torch.log(p.clamp(min=torch.finfo(torch.float64).tiny))).sum(-1)
     n = m.sum(-1).double().expand_as(h)
-    return h, w, n
+    return h, w, n, rows.dtype
 
 
 def concentration(rows: torch.Tensor, index: Index, if_no_weight: float = float("nan"),
@@ -220,11 +228,11 @@ def concentration(rows: torch.Tensor, index: Index, if_no_weight: float = float(
     :func:`effective_tokens` (``exp H``, here 10 for both). Average ``C`` over samples weighted by ``W``
     (:func:`weighted_mean`).
     """
-    h, w, n = _image_entropy(rows, index, exclude)
+    h, w, n, dtype = _image_entropy(rows, index, exclude)
     c = torch.where(n > 1, 1 - h / torch.log(n.clamp(min=2)), torch.ones_like(h)).clamp(0, 1)
     c = torch.where(w <= min_weight, torch.full_like(c, if_no_weight), c)
     c = torch.where(n == 0, torch.full_like(c, float("nan")), c)
-    return c.to(check_rows(rows).dtype)
+    return c.to(dtype)
 
 
 def effective_tokens(rows: torch.Tensor, index: Index, if_no_weight: float = float("nan"),
@@ -235,12 +243,12 @@ def effective_tokens(rows: torch.Tensor, index: Index, if_no_weight: float = flo
     image attention is on one token, ``|V|`` when it is uniform; attention spread evenly over ``m`` tokens
     gives ``m`` whatever ``|V|`` is, so unlike ``C`` it compares models with different token counts.
     """
-    h, w, n = _image_entropy(rows, index, exclude)
+    h, w, n, dtype = _image_entropy(rows, index, exclude)
     e = torch.exp(h).clamp(min=1)
     e = torch.minimum(e, n.clamp(min=1))
     e = torch.where(w <= min_weight, torch.full_like(e, if_no_weight), e)
     e = torch.where(n == 0, torch.full_like(e, float("nan")), e)
-    return e.to(check_rows(rows).dtype)
+    return e.to(dtype)
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
