@@ -50,18 +50,24 @@ class OrganismError(RuntimeError):
     """An organism folder is incomplete or does not match its base LM; the message says what to do."""
 
 
+def build_image_processor() -> Any:
+    """The organisms' CLIP image processor: 160 px, CLIP mean and std (no tokenizer needed)."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_center_crop=True, image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True)
+
+
 def build_processor(key: str) -> Any:
     """The base LM's tokenizer with an added ``<image>`` token, and a CLIP image processor at 160 px."""
-    from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
+    from transformers import AutoTokenizer, LlavaProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(baselm.prepare(key))
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        do_center_crop=True, image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True)
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+    return LlavaProcessor(image_processor=build_image_processor(), tokenizer=tokenizer, patch_size=PATCH_SIZE,
                           vision_feature_select_strategy="default", num_additional_image_tokens=1,
                           image_token=IMAGE_TOKEN)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def test_both_stages_train_and_the_saved_parts_rebuild_the_model(tmp_path, monke
     organisms.stage1(recipe, model, processor)
     after1 = model.model.multi_modal_projector.linear_1.weight.clone()
     assert not torch.equal(before, after1)
-    organisms.stage2(recipe, model, processor)
+    organisms.stage2(recipe, model, processor, dev_every=0)
     assert not torch.equal(after1, model.model.multi_modal_projector.linear_1.weight)
     out = tmp_path / "org"
     organisms.save(model, processor, recipe, out, {"stage1": {}, "stage2": {}})
@@ -125,6 +126,39 @@ def test_both_stages_train_and_the_saved_parts_rebuild_the_model(tmp_path, monke
     assert not torch.equal(loaded.model.language_model.layers[0].self_attn.q_proj.weight, base_q)
 
 
+def test_stage2_killed_and_resumed_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
+    """Stage 2 stopped after its step-2 checkpoint and run again resumes there: same trained tensors."""
+    monkeypatch.setattr(organisms, "STAGE1_CACHE", tmp_path)
+    monkeypatch.setattr(organisms, "CHECKPOINT_EVERY", 2)
+    recipe = replace(organisms.RECIPES["smollm2-lora"], stage1_steps=1, stage2_steps=4, batch_size=2)
+    model, processor = organisms.fresh_model(recipe)
+    organisms.stage1(recipe, model, processor)
+    straight = organisms.stage2(recipe, model, processor, dev_every=0)
+    want = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n or "projector" in n}
+    shutil.rmtree(organisms.stage2_folder(recipe))
+
+    real = organisms.stage2_examples
+
+    def dies_at_step_3(r, step):
+        if step == 3:
+            raise KeyboardInterrupt("killed")
+        return real(r, step)
+    monkeypatch.setattr(organisms, "stage2_examples", dies_at_step_3)
+    model, processor = organisms.fresh_model(recipe)
+    organisms.stage1(recipe, model, processor)
+    with pytest.raises(KeyboardInterrupt):
+        organisms.stage2(recipe, model, processor, dev_every=0)
+    assert json.loads((organisms.stage2_folder(recipe) / "state.json").read_text())["step"] == 2
+    monkeypatch.setattr(organisms, "stage2_examples", real)
+    model, processor = organisms.fresh_model(recipe)
+    organisms.stage1(recipe, model, processor)
+    resumed = organisms.stage2(recipe, model, processor, dev_every=0)
+    got = {n: p.detach() for n, p in model.named_parameters() if "lora_" in n or "projector" in n}
+    assert got.keys() == want.keys() and len(got) > 4
+    assert max((got[n] - want[n]).abs().max().item() for n in want) < 1e-6
+    assert [e["step"] for e in resumed["log"]] == [e["step"] for e in straight["log"]]
+
+
 def test_answer_loss_is_the_models_own_shifted_loss(smol):
     """Logits only where labelled, same value as transformers' loss over the full sequence (fp32)."""
     model, processor = smol
@@ -135,6 +169,21 @@ def test_answer_loss_is_the_models_own_shifted_loss(smol):
         ours = organisms.answer_loss(model, batch)
         theirs = model(**batch).loss
     assert abs(ours.item() - theirs.item()) < 1e-4
+
+
+def test_per_example_loss_weighs_every_example_equally(smol):
+    """Per-example mean = the mean of each example's own token-mean loss, not the token mean."""
+    model, processor = smol
+    image = Image.new("RGB", (160, 160), "white")
+    examples = [organisms.Example(image, "<image>\nDescribe the image briefly.", "A red circle at the top left."),
+                organisms.Example(image, "<image>\nIs there one?", "No")]
+    with torch.no_grad():
+        each = [organisms.answer_loss(model, organisms.encode(processor, "chatml", [e])).item() for e in examples]
+        both = organisms.encode(processor, "chatml", examples)
+        per_example = organisms.answer_loss(model, both, per_example=True).item()
+        per_token = organisms.answer_loss(model, both).item()
+    assert abs(per_example - sum(each) / 2) < 1e-4
+    assert abs(per_token - per_example) > 1e-3
 
 
 def _meta(**changes) -> str:
@@ -168,9 +217,8 @@ def test_vision_tower_data_matches_its_recorded_digest():
     """The committed vision tower was trained on what the current scene generator draws."""
     meta_path = Path(organisms.VISION_DIR) / "training.json"
     meta = json.loads(meta_path.read_text())
-    processor = assemble.build_processor("smollm2-135m")
     recipe = organisms.VisionRecipe(**meta["recipe"])
-    assert organisms.data_digest(processor, recipe) == meta["data_digest"]
+    assert organisms.data_digest(assemble.build_image_processor(), recipe) == meta["data_digest"]
 
 
 COMMITTED = sorted(p for p in organisms.ORGANISMS_DIR.glob("*") if (p / "organism.json").is_file())
@@ -200,5 +248,5 @@ def test_committed_organism_was_trained_on_what_the_task_code_draws(folder):
     """The first stage-2 batch of the recipe, drawn by today's helpers.tasks, is the one training saw."""
     meta = json.loads((folder / "organism.json").read_text())
     recipe = organisms.Recipe(**meta["recipe"])
-    batch = organisms.task_examples(recipe.data_seed + 1, 0, recipe.batch_size, recipe.mix)
+    batch = organisms.stage2_examples(recipe, 0)
     assert organisms.examples_digest(batch) == meta["stage2"]["data_digest"]
