@@ -39,7 +39,7 @@ from .models import spec_of
 from .results import Results
 
 Head = tuple[int, int]
-CONDITIONS = ("top", "random", "late")
+CONDITIONS = ("top", "random", "random_layer", "late")
 STAGE_CONDITIONS = metrics.STAGES
 REAL_KS = (0, 10, 20, 30, 50, 100)
 TOY_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
@@ -184,16 +184,32 @@ def head_sets(scores: np.ndarray, k: int, conditions: Sequence[str] = CONDITIONS
 # Masked accuracy
 
 
+def reference_means(model: Any, processor: Any, samples: Sequence[data.Sample], batch_size: int = 16,
+                    positions: str = "all") -> torch.Tensor:
+    """Each head's mean output over ``samples`` (one prompt forward per batch; :class:`helpers.capture.head_means`):
+    float32 ``[layers, heads, head_dim]``, the ``means`` of ``mask_heads(..., mode="mean")``."""
+    samples = list(samples)
+    with torch.no_grad(), capture.head_means(model, positions) as ref:
+        for start in range(0, len(samples), batch_size):
+            inputs, _ = extract.batch_inputs(model, processor, samples[start:start + batch_size])
+            model(**inputs)
+    return ref.means
+
+
 def masked_predictions(model: Any, processor: Any, samples: Sequence[data.Sample], heads: Sequence[Head],
-                       mode: str = "uniform", batch_size: int = 16, max_new_tokens: int = 3) -> pd.DataFrame:
+                       mode: str = "uniform", batch_size: int = 16, max_new_tokens: int = 3,
+                       means: torch.Tensor | None = None) -> pd.DataFrame:
     """Greedy answers with ``heads`` masked (:func:`helpers.capture.mask_heads`), scored per sample.
 
-    Returns one row per sample: ``sample_id``, ``question_kind``, ``prompt_kind``, ``prediction``,
-    ``correct`` (:func:`helpers.data.is_correct`).
+    ``mode="mean"``: mean ablation with ``means`` (:func:`reference_means`); when None, the means over
+    ``samples`` themselves. Returns one row per sample: ``sample_id``, ``question_kind``, ``prompt_kind``,
+    ``prediction``, ``correct`` (:func:`helpers.data.is_correct`).
     """
     rows = []
     samples = list(samples)
-    with torch.no_grad(), capture.mask_heads(model, heads, mode=mode):
+    if mode == "mean" and means is None and heads:
+        means = reference_means(model, processor, samples, batch_size)
+    with torch.no_grad(), capture.mask_heads(model, heads, mode=mode, means=means):
         for start in range(0, len(samples), batch_size):
             batch = samples[start:start + batch_size]
             inputs, _ = extract.batch_inputs(model, processor, batch)
@@ -208,7 +224,7 @@ def masked_predictions(model: Any, processor: Any, samples: Sequence[data.Sample
 def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], scores: np.ndarray,
                   ks: Sequence[int], conditions: Sequence[str] = CONDITIONS, seed: int = 0, mode: str = "uniform",
                   stage_order: str = "score", batch_size: int = 16, max_new_tokens: int = 3,
-                  random_draws: int = 1) -> pd.DataFrame:
+                  random_draws: int = 1, means: torch.Tensor | None = None) -> pd.DataFrame:
     """Accuracy on ``samples`` as ``k`` heads are masked under each condition: one row per (condition, k, draw, sample).
 
     ``k = 0`` (nothing masked) is run once and shared by every condition, so all curves start at the
@@ -216,8 +232,11 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
     seed ``seed + k + 7919 * d``); :func:`curve_table` averages over them, since one draw is a noisy
     control. Columns: ``model``, ``condition``, ``k`` (asked), ``draw``, ``n_masked`` (masked, after
     capping stage conditions at the stage size), ``early`` / ``middle`` / ``late`` (masked heads per
-    stage), ``heads`` (the pairs, as text), and the columns of :func:`masked_predictions`.
+    stage), ``heads`` (the pairs, as text), and the columns of :func:`masked_predictions`. ``mode="mean"``: mean
+    ablation with ``means`` (:func:`reference_means`; None: computed once over ``samples``).
     """
+    if mode == "mean" and means is None:
+        means = reference_means(model, processor, samples, batch_size)
     if random_draws < 1:
         raise ValueError(f"random_draws must be at least 1, got {random_draws}")
     name = spec_of(model).name
@@ -237,7 +256,8 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
         for cond, draw, heads in jobs:
             key = tuple(heads)
             if key not in cache:
-                cache[key] = masked_predictions(model, processor, samples, heads, mode, batch_size, max_new_tokens)
+                cache[key] = masked_predictions(model, processor, samples, heads, mode, batch_size, max_new_tokens,
+                                                means)
             part = cache[key].copy()
             stages = metrics.stage_distribution(heads, n_layers, normalize=False)
             part.insert(0, "model", name)
@@ -360,6 +380,17 @@ def concentration_accuracy(res: Results, heads: Sequence[Head], bins: int = 4,
 # The whole experiment over several models
 
 
+def _ties_text(scores: np.ndarray, ks: Sequence[int]) -> str:
+    """How many heads tie at the cut-off of each ``k`` (:func:`helpers.metrics.ranking_ties`), for the printed notes."""
+    t = torch.from_numpy(np.asarray(scores, dtype=np.float64))
+    parts = [f"{metrics.ranking_ties(t, 1)['tied_first']} share the best score"]
+    for k in ks:
+        tie = metrics.ranking_ties(t, int(k)) if k else None
+        if tie and tie["tied"] > tie["tied_in_top"]:
+            parts.append(f"k={k}: {tie['tied']} tie at the cut-off, {tie['tied_in_top']} taken (seeded random)")
+    return "; ".join(parts)
+
+
 def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sample],
                eval_samples: Sequence[data.Sample], ks: Sequence[int] = REAL_KS,
                fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
@@ -392,7 +423,8 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
         grid = k_grid(total, ks, fractions)
         print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples (rows="
               f"{res.settings.get('rows')!r}); heads ranked by {note}; "
-              f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples")
+              f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples; "
+              f"ties: {_ties_text(scores, grid)}")
         part = masking_curve(model, processor, eval_samples, scores, grid, conditions, seed, mode, stage_order,
                              batch_size, max_new_tokens, random_draws)
         part["total_heads"] = total

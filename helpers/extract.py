@@ -10,10 +10,13 @@ batch to disk. Per batch: the images the model sees and the templated prompts (`
 the processor with left padding, greedy ``model.generate`` under ``helpers.capture.attention``, the answer
 scored with ``helpers.data.is_correct``, the image / region tokens from ``helpers.layout``, the scores from
 ``helpers.metrics``. Scores per sample and head (``Results.scores``, each ``[samples, layers, heads]``):
-``weight``, ``concentration``, ``region_weight``, ``region_share`` and ``region_hits`` (the share of the
-head's top-k keys in the box region, :func:`helpers.metrics.detection_hits`); the region scores are NaN
-for samples without a box. Keys are the prompt positions plus, for ``rows="answer"``, the generated
-tokens up to the captured one (never image tokens).
+``weight``, ``concentration``, ``effective_tokens`` (``exp H``), the sink scores ``first_key_share`` and
+``weight_vs_uniform`` (``W / (|V|/K)``), ``region_weight``, ``region_share`` and ``region_hits`` (the share of
+the head's top-k keys in the box region, :func:`helpers.metrics.detection_hits`); the region scores are NaN
+for samples without a box. The analysed row (``rows="answer"``, the default everywhere) is the one that
+predicts the answer's first content token (:func:`helpers.capture.first_content_index`); the table's
+``answer_step`` says how many whitespace-only tokens came before it. Keys are the prompt positions plus the
+generated tokens up to the captured row (never image tokens).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from . import capture, data, layout, metrics
 from .models import check_finite, spec_of
 from .results import Results, concat
 
-SCORES = ("weight", "concentration", "region_weight", "region_share", "region_hits")
+SCORES = ("weight", "concentration", "effective_tokens", "first_key_share", "weight_vs_uniform",
+          "region_weight", "region_share", "region_hits")
 
 
 def _pad_keys(mask: torch.Tensor, keys: int) -> torch.Tensor:
@@ -48,28 +52,44 @@ def batch_inputs(model: Any, processor: Any, samples: Sequence[data.Sample]) -> 
 
 
 def key_masks(model: Any, processor: Any, samples: Sequence[data.Sample], input_ids: torch.Tensor,
-              image_sizes: Sequence[Sequence[int]], keys: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean image and region masks ``[batch, keys]`` over the captured keys; ``image_sizes`` as (h, w)."""
+              image_sizes: Sequence[Sequence[int]], keys: int, image_tokens: str = "all"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean image and region masks ``[batch, keys]`` over the captured keys; ``image_sizes`` as (h, w).
+
+    ``image_tokens``: which image tokens count as the image (``helpers.layout.image_subset_mask``: ``"all"``,
+    ``"no_newline"``, ``"base"``); the region is always a subset of them.
+    """
     tid = layout.image_token_id(model)
     ids = input_ids.cpu()
-    image = layout.image_token_mask(ids, tid)
+    image = layout.image_subset_mask(ids, tid, processor, image_sizes, image_tokens)
     region = torch.zeros_like(image)
     boxed = [i for i, s in enumerate(samples) if s.boxes]
     if boxed:
         region[boxed] = layout.region_mask(ids[boxed], tid, processor, [image_sizes[i] for i in boxed],
                                            [samples[i].boxes for i in boxed],
                                            sample_ids=[samples[i].id for i in boxed])
-    return _pad_keys(image, keys), _pad_keys(region, keys)
+    return _pad_keys(image, keys), _pad_keys(region & image, keys)
 
 
 def head_scores(rows: torch.Tensor, image: torch.Tensor, region: torch.Tensor, has_box: torch.Tensor,
-                k: float | int | str = 0.05, among: str = "all") -> dict[str, torch.Tensor]:
-    """:data:`SCORES` ``name -> [batch, layers, heads]`` from rows ``[batch, layers, heads, keys]``."""
+                k: float | int | str = 0.05, among: str = "all", visible: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+    """:data:`SCORES` ``name -> [batch, layers, heads]`` from rows ``[batch, layers, heads, keys]``.
+
+    ``visible``: bool ``[batch, keys]`` (or over the prompt only), the keys each row may see (for the sink
+    scores ``first_key_share`` and ``weight_vs_uniform``, :mod:`helpers.metrics`); default: keys with
+    non-zero attention in any head of the sample.
+    """
     nan = torch.tensor(float("nan"))
     box = has_box[:, None, None]
+    if visible is None:
+        visible = (rows > 0).flatten(1, 2).any(1)
     return {
         "weight": metrics.attention_weight(rows, image),
         "concentration": metrics.concentration(rows, image),
+        "effective_tokens": metrics.effective_tokens(rows, image),
+        "first_key_share": metrics.first_key_share(rows, visible),
+        "weight_vs_uniform": metrics.weight_vs_uniform(rows, image, visible),
         "region_weight": torch.where(box, metrics.region_weight(rows, region), nan),
         "region_share": torch.where(box, metrics.region_share(rows, region, image), nan),
         "region_hits": torch.where(box, metrics.detection_hits(rows, image, region, k=k, among=among), nan),
@@ -92,20 +112,22 @@ def check_max_new_tokens(max_new_tokens: int, rows: str) -> None:
 
 def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
               max_new_tokens: int = 4, k: float | int | str = 0.05, among: str = "all",
-              indices: Sequence[int] | None = None, keep_rows: bool = False) -> tuple[Results, torch.Tensor | None]:
+              indices: Sequence[int] | None = None, keep_rows: bool = False,
+              image_tokens: str = "all") -> tuple[Results, torch.Tensor | None]:
     """Generate greedily for one batch under capture and score every head.
 
     Returns ``(results, rows)``: ``rows`` is the float32 ``[batch, layers, heads, keys]`` tensor when
     ``keep_rows`` (full attention rows on request), else ``None``. ``indices`` label the samples'
     positions in their split (default ``0..batch-1``). ``rows``, ``k``, ``among``: see
     ``helpers.capture.attention`` and ``helpers.metrics.detection_hits``. ``max_new_tokens`` is what is
-    generated and recorded; below :func:`min_new_tokens` it raises ``ValueError``.
+    generated and recorded; below :func:`min_new_tokens` it raises ``ValueError``. ``image_tokens``: which image
+    tokens the image scores use (:func:`key_masks`; ``"no_newline"`` / ``"base"`` for LLaVA-NeXT).
     """
     samples = list(samples)
     check_max_new_tokens(max_new_tokens, rows)
     inputs, images = batch_inputs(model, processor, samples)
     prompt_len = inputs["input_ids"].shape[1]
-    with torch.no_grad(), capture.attention(model, rows=rows) as att:
+    with torch.no_grad(), capture.attention(model, rows=rows, tokenizer=processor.tokenizer) as att:
         out = model.generate(**inputs, max_new_tokens=max_new_tokens,
                              do_sample=False, output_scores=True, return_dict_in_generate=True)
     check_finite(out.scores[0], what="the first generated token's logits")
@@ -113,9 +135,16 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
                                                                    skip_special_tokens=True)]
     captured = att.rows
     image, region = key_masks(model, processor, samples, inputs["input_ids"], [im.size[::-1] for im in images],
-                              captured.shape[-1])
+                              captured.shape[-1], image_tokens)
     has_box = torch.tensor([bool(s.boxes) for s in samples])
-    per_head = {n: v.float().numpy() for n, v in head_scores(captured, image, region, has_box, k, among).items()}
+    visible = (inputs["attention_mask"].bool().cpu() if "attention_mask" in inputs
+               else torch.ones(inputs["input_ids"].shape, dtype=torch.bool))
+    visible = torch.nn.functional.pad(visible, (0, captured.shape[-1] - visible.shape[1]), value=True)
+    steps = att.answer_steps if rows == "answer" else None
+    if steps is not None:  # a sample's row sees the prompt and the whitespace tokens before its answer
+        visible &= torch.arange(captured.shape[-1])[None] < (prompt_len + steps)[:, None]
+    per_head = {n: v.float().numpy()
+                for n, v in head_scores(captured, image, region, has_box, k, among, visible).items()}
     table = pd.DataFrame({
         "index": list(indices) if indices is not None else list(range(len(samples))),
         "sample_id": [s.id for s in samples],
@@ -128,8 +157,10 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
         "n_image_tokens": image.sum(1).tolist(),
         "n_region_tokens": region.sum(1).tolist(),
     })
+    if steps is not None:
+        table["answer_step"] = steps.tolist()  # whitespace-only tokens skipped before the analysed row
     settings = {"model_name": spec_of(model).name, "rows": rows, "k": k, "among": among,
-                "max_new_tokens": max_new_tokens}
+                "max_new_tokens": max_new_tokens, "image_tokens": image_tokens}
     return Results(table, per_head, settings), (captured if keep_rows else None)
 
 

@@ -389,7 +389,8 @@ def agreement_matrices(matrices: dict, families: dict | None = None, title: str 
                 if fam[i] != fam[i - 1]:
                     ax.axhline(i - 0.5, color="k", lw=1)
                     ax.axvline(i - 0.5, color="k", lw=1)
-        ax.set_title(label, fontsize=9)
+        diagonal = mat.attrs.get("diagonal")
+        ax.set_title(f"{label}\n(diagonal: {diagonal})" if diagonal else label, fontsize=9)
     _stamp(fig, title)
     if im is not None:
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
@@ -426,14 +427,14 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
         row[0].legend(fontsize=6.5)
         pair_rows, _ = agreement.across_datasets(res_list, score)
         labels = [r.dataset for r in res_list]
-        halves = {r.dataset: agreement.split_half(r, score, only_correct=False)["pearson"] for r in res_list
+        halves = {r.dataset: agreement.split_half(r, score, only_correct=False)["reliability"] for r in res_list
                   if len(r) >= 4}
         mat = agreement.matrix(pair_rows, "pearson", labels, diagonal=halves).to_numpy(dtype=float)
         im = row[1].imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
         row[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=6.5)
         row[1].set_yticks(range(len(labels)), labels, fontsize=6.5)
         _annotate(row[1], mat, fontsize=6.5)
-        row[1].set_title(f"{name}: Pearson r of per-head {score}\n(diagonal: split-half r within a data set)",
+        row[1].set_title(f"{name}: Pearson r of per-head {score}\n(diagonal: split-half reliability, Spearman-Brown)",
                          fontsize=8.5)
         fig.colorbar(im, ax=row[1], shrink=0.8)
         cv = agreement.head_variation(res_list, score)
@@ -451,6 +452,7 @@ def dataset_consistency(results_by_model: dict, score: str = "weight", title: st
 CONDITION_STYLE = {
     "top": {"color": "tab:red", "marker": "o", "label": "top visual heads"},
     "random": {"color": "tab:gray", "marker": "s", "label": "random heads, same stages"},
+    "random_layer": {"color": "tab:brown", "marker": "x", "label": "random heads, same layers"},
     "early": {"color": "tab:blue", "marker": "^", "label": "early-stage heads"},
     "middle": {"color": "tab:green", "marker": "v", "label": "middle-stage heads"},
     "late": {"color": "tab:purple", "marker": "D", "label": "late-stage heads"},

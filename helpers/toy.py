@@ -583,7 +583,7 @@ def visual_head_scores(model: Any, processor: Any, n: int = 192, seed: int = HEL
             with capture.attention(model, rows="prompt_end") as att:
                 logits = model(**batch).logits[:, -1]
         else:
-            with capture.attention(model, rows=rows) as att:
+            with capture.attention(model, rows=rows, tokenizer=processor.tokenizer) as att:
                 out = model.generate(**batch, max_new_tokens=2, do_sample=False, output_logits=True,
                                      return_dict_in_generate=True)
             logits = out.logits[0]

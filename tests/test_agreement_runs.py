@@ -241,7 +241,7 @@ def test_load_samples_from_a_local_benchmark_file(tmp_path):
         runs.load_samples("pope", 2, offset=5, data_files={"pope": path}, image_folder=tmp_path)
 
 
-def test_rows_for_picks_the_answer_row_for_registry_models_only():
+def test_rows_for_picks_the_one_analysed_row_for_every_model():
     from dataclasses import replace
     from types import SimpleNamespace
 
@@ -249,5 +249,5 @@ def test_rows_for_picks_the_answer_row_for_registry_models_only():
 
     real = SimpleNamespace(vh_spec=REGISTRY["llava-v1.5-7b"])
     toy = SimpleNamespace(vh_spec=replace(REGISTRY["llava-v1.5-7b"], name="toy-a1"))
-    assert runs.rows_for(real) == "answer" and runs.rows_for(toy) == "prompt_end"
-    assert runs.rows_for(toy, "answer") == "answer"
+    assert runs.rows_for(real) == "answer" and runs.rows_for(toy) == "answer"  # issue 17: one rule
+    assert runs.rows_for(toy, "prompt_end") == "prompt_end"
