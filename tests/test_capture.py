@@ -254,6 +254,8 @@ def test_bad_arguments_are_named(tiny_models):
     with pytest.raises(ValueError, match=r"\(layer 1, head 4\) is out of range.*4 heads"):
         capture.mask_heads(model, [(1, 4)])
     with pytest.raises(ValueError, match="mode must be one of"):
+        capture.mask_heads(model, [(0, 0)], mode="median")
+    with pytest.raises(ValueError, match=r"mode='mean'\) needs means="):
         capture.mask_heads(model, [(0, 0)], mode="mean")
     with pytest.raises(ValueError, match="rows must be one of"):
         capture.attention(model, rows="last")
