@@ -12,9 +12,9 @@ a narrower MLP makes its overhead ratio *larger*: the default errs on the conser
 comparisons of one geometry run in this one process on the same inputs, interleaved (A, B, A, B,
 ...), and report medians of wall time and of process CPU time (steadier on a shared machine).
 
-1. ``generate(max_new_tokens=--new-tokens)`` plain vs inside ``capture.attention(rows="answer")``
+1. ``generate(max_new_tokens=--new-tokens)`` plain vs inside ``capture.attention(rows="first_generated")``
    (and ``rows="generated"``, every step): time ratio. Both use sdpa.
-2. ``generate(max_new_tokens=2)`` inside ``capture.attention(rows="answer")`` (sdpa) vs eager
+2. ``generate(max_new_tokens=2)`` inside ``capture.attention(rows="first_generated")`` (sdpa) vs eager
    attention with ``output_attentions=True, return_dict_in_generate=True`` (the usual way): time
    ratio and peak-memory ratio. Peak memory on CPU is the rise of the process's peak resident set
    (``VmHWM``, reset through ``/proc/self/clear_refs``) over the resident set before the call; the
@@ -150,14 +150,14 @@ def bench_geometry(label: str, layers: int, mlp_width: int, repeats: int, new_to
     lines = [f"\n## {label} geometry ({name}: {layers} layer(s), {mlp}, {n_keys} prompt tokens, batch 1, {device}, "
              f"median of {repeats})"]
     if label == "LLaVA-1.5":
-        r, _ = interleaved({"plain": plain, "answer": captured("answer"), "generated": captured("generated")},
+        r, _ = interleaved({"plain": plain, "answer": captured("first_generated"), "generated": captured("generated")},
                            repeats, device)
         lines += [f"generate {new_tokens} tokens: plain {r['plain'][0]:.2f} s wall / {r['plain'][1]:.2f} s CPU; "
-                  f"capture rows='answer' {r['answer'][0]:.2f} / {r['answer'][1]:.2f} s; rows='generated' "
+                  f"capture rows='first_generated' {r['answer'][0]:.2f} / {r['answer'][1]:.2f} s; rows='generated' "
                   f"{r['generated'][0]:.2f} / {r['generated'][1]:.2f} s",
-                  f"capture / plain: rows='answer' {ratio(r, 'answer', 'plain')}; rows='generated' "
+                  f"capture / plain: rows='first_generated' {ratio(r, 'answer', 'plain')}; rows='generated' "
                   f"{ratio(r, 'generated', 'plain')}"]
-    r, last = interleaved({"ours": captured("answer", 2), "eager": eager}, repeats, device)
+    r, last = interleaved({"ours": captured("first_generated", 2), "eager": eager}, repeats, device)
     err = (last["ours"].to(last["eager"].device) - last["eager"]).abs().max().item()
     lines += [f"generate 2 tokens, rows of the answer: capture (sdpa) {r['ours'][0]:.2f} s wall / {r['ours'][1]:.2f} s "
               f"CPU, peak +{r['ours'][2]:.0f} MiB; eager output_attentions {r['eager'][0]:.2f} / {r['eager'][1]:.2f} s, "

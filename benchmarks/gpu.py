@@ -10,7 +10,7 @@ layers, real MLP width, bf16 random weights, saved to a local folder, then loade
 1. load: ``helpers.models.load(folder, quantization="4bit")`` seconds and the GPU memory it holds;
 2. prefill and decode: ``generate`` of 1 token (the prefill) and of 17 tokens, one PointQA-style prompt with
    one 500x375 image (607 tokens for LLaVA-1.5, 2,400 for LLaVA-1.6);
-3. capture overhead: ``generate`` of 8 tokens plain vs inside ``capture.attention(rows="answer")``, the two
+3. capture overhead: ``generate`` of 8 tokens plain vs inside ``capture.attention(rows="first_generated")``, the two
    interleaved, medians (goal <= 1.05);
 4. memory: peak GPU memory rise of ``generate`` (2 tokens) inside the capture vs eager attention with
    ``output_attentions=True`` (``torch.cuda.max_memory_allocated`` over the memory allocated before);
@@ -149,12 +149,12 @@ def prefill_decode(model: Any, batch: dict, device: str, repeats: int, decode_to
 
 
 def capture_overhead(model: Any, batch: dict, device: str, repeats: int, new_tokens: int = 8) -> dict:
-    """Plain ``generate`` vs the same inside ``capture.attention(rows="answer")``, interleaved, medians."""
+    """Plain ``generate`` vs the same inside ``capture.attention(rows="first_generated")``, interleaved, medians."""
     def plain() -> Any:
         return generate(model, batch, new_tokens)
 
     def captured() -> Any:
-        with capture.attention(model, rows="answer") as att:
+        with capture.attention(model, rows="first_generated") as att:
             generate(model, batch, new_tokens)
         return att.rows
 
@@ -171,7 +171,7 @@ def eager_memory(model: Any, batch: dict, device: str) -> dict:
     """Peak memory rise of 2-token ``generate``: inside the capture (sdpa) vs eager ``output_attentions``;
     the two rows' max difference."""
     def captured() -> torch.Tensor:
-        with capture.attention(model, rows="answer") as att:
+        with capture.attention(model, rows="first_generated") as att:
             generate(model, batch, 2)
         return att.rows
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import data, extract, metrics, results
 from .models import spec_of
@@ -42,7 +43,7 @@ from .results import Ranking, Results
 from .selection import iter_models, rows_for
 
 Head = tuple[int, int]
-CONDITIONS = ("top", "random", "late")
+CONDITIONS = ("top", "random", "random_layer", "late")
 STAGE_CONDITIONS = metrics.STAGES
 REAL_KS = (0, 10, 20, 30, 50, 100)
 TOY_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
@@ -159,10 +160,13 @@ def head_sets(scores: np.ndarray, k: int, conditions: Sequence[str] = CONDITIONS
 # Masked accuracy
 
 
+reference_means = extract.reference_means  # the heads' mean outputs for mode="mean" (capture.mask_heads)
+
+
 def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], scores: np.ndarray, *,
                   ks: Sequence[int], conditions: Sequence[str] = CONDITIONS, seed: int = 0, mode: str = "uniform",
                   stage_order: str = "score", batch_size: int = 16, max_new_tokens: int = 3,
-                  random_draws: int = 1) -> pd.DataFrame:
+                  random_draws: int = 1, means: torch.Tensor | None = None) -> pd.DataFrame:
     """Accuracy on ``samples`` as ``k`` heads are masked under each condition: one row per (condition, k, draw, sample).
 
     ``k = 0`` (nothing masked) is run once and shared by every condition, so all curves start at the
@@ -170,8 +174,11 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
     seed ``seed + k + 7919 * d``); :func:`curve_table` averages over them, since one draw is a noisy
     control. Columns: ``model``, ``condition``, ``k`` (asked), ``draw``, ``n_masked`` (masked, after
     capping stage conditions at the stage size), ``early`` / ``middle`` / ``late`` (masked heads per
-    stage), ``heads`` (the pairs, as text), and the columns of :func:`helpers.extract.answers`.
+    stage), ``heads`` (the pairs, as text), and the columns of :func:`helpers.extract.answers`. ``mode="mean"``: mean
+    ablation with ``means`` (:func:`reference_means`; None: computed once over ``samples``).
     """
+    if mode == "mean" and means is None:
+        means = reference_means(model, processor, samples, batch_size=batch_size)
     if random_draws < 1:
         raise ValueError(f"random_draws must be at least 1, got {random_draws}")
     name = spec_of(model).name
@@ -192,7 +199,7 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
             key = tuple(heads)
             if key not in cache:
                 cache[key] = extract.answers(model, processor, samples, heads=heads, mode=mode, batch_size=batch_size,
-                                             max_new_tokens=max_new_tokens)
+                                             max_new_tokens=max_new_tokens, means=means)
             part = cache[key].copy()
             stages = metrics.stage_distribution(heads, n_layers, normalize=False)
             part.insert(0, "model", name)
@@ -308,6 +315,17 @@ def concentration_accuracy(res: Results, heads: Sequence[Head], bins: int = 4,
 # The whole experiment over several models
 
 
+def _ties_text(scores: np.ndarray, ks: Sequence[int]) -> str:
+    """How many heads tie at the cut-off of each ``k`` (:func:`helpers.metrics.ranking_ties`), for the printed notes."""
+    scores = np.asarray(scores, dtype=np.float64)
+    parts = [f"{metrics.ranking_ties(scores, 1)['tied_first']} share the best score"]
+    for k in ks:
+        tie = metrics.ranking_ties(scores, int(k)) if k else None
+        if tie and tie["tied"] > tie["tied_in_top"]:
+            parts.append(f"k={k}: {tie['tied']} tie at the cut-off, {tie['tied_in_top']} taken (seeded random)")
+    return "; ".join(parts)
+
+
 def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sample], *,
                eval_samples: Sequence[data.Sample], ks: Sequence[int] = REAL_KS,
                fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
@@ -338,7 +356,8 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
         grid = k_grid(total, ks, fractions)
         print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples (rows="
               f"{res.settings.get('rows')!r}); heads ranked by {ranking.note}; "
-              f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples")
+              f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples; "
+              f"ties: {_ties_text(ranking.scores, grid)}")
         part = masking_curve(model, processor, eval_samples, ranking.scores, ks=grid, conditions=conditions,
                              seed=seed, mode=mode, stage_order=stage_order, batch_size=batch_size,
                              max_new_tokens=max_new_tokens, random_draws=random_draws)

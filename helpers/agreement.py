@@ -8,8 +8,12 @@ Maps of equal shape are compared head by head (:func:`helpers.metrics.pearson`, 
 ``topk_jaccard`` of the flattened ``[layers, heads]`` maps). Maps of different shape (a 32-layer and
 a 40-layer model) cannot be: they are compared by their per-layer profiles on normalised depth
 (:func:`helpers.metrics.profile_correlation`), and the ``basis`` column says which comparison a row is.
-The split-half reliability (:func:`split_half`) is the agreement a model has *with itself* on two
-disjoint halves of its samples: the ceiling that sampling noise puts on any agreement.
+The split-half reliability (:func:`split_half`) is how well a model's full-sample map is measured: the
+correlation ``r_half`` of the maps of two disjoint halves of its samples, stepped up to the full sample size
+with the Spearman-Brown formula ``rel = 2 r_half / (1 + r_half)`` (:func:`spearman_brown`; ``r_half`` alone
+is the reliability of a *half*-size map and understates it). Two models whose true maps were identical
+would still correlate only up to ``sqrt(rel_a * rel_b)`` (:func:`noise_ceiling`), the ceiling of the
+``ceiling`` column of :func:`model_matrices`' pair rows.
 """
 
 from __future__ import annotations
@@ -84,12 +88,33 @@ def family_summary(pair_rows: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby("pair")[list(METRICS)].agg(["mean", "count"])
 
 
+def spearman_brown(r: float, factor: float = 2.0) -> float:
+    """The Spearman-Brown prophecy ``factor r / (1 + (factor - 1) r)``: the reliability of a measure ``factor``
+    times as long (here: a map from twice the samples of the half maps that correlate ``r``). NaN stays NaN;
+    ``r <= -1/(factor-1)`` gives NaN."""
+    if r is None or not np.isfinite(r):
+        return float("nan")
+    den = 1 + (factor - 1) * r
+    return float(factor * r / den) if den > 0 else float("nan")
+
+
+def noise_ceiling(rel_a: float, rel_b: float) -> float:
+    """The highest correlation two maps measured with reliabilities ``rel_a`` and ``rel_b`` can reach when their
+    true maps are identical: ``sqrt(rel_a * rel_b)`` (NaN unless both are finite and positive)."""
+    if not (np.isfinite(rel_a) and np.isfinite(rel_b)) or rel_a <= 0 or rel_b <= 0:
+        return float("nan")
+    return float(np.sqrt(rel_a * rel_b))
+
+
 def split_half(res: Results, score: str = "region_hits", only_correct: bool = True, seed: int = 0,
                k: int | float = 0.1) -> dict[str, float | str]:
-    """Agreement of the per-head map of ``score`` computed on two random halves of the samples.
+    """Split-half reliability of the per-head map of ``score``: two random disjoint halves of the samples.
 
     ``only_correct``: average over correctly answered samples only (as the detection score does), falling
-    back to all samples when fewer than 4 are correct. Returns :func:`compare`'s fields and ``samples``.
+    back to all samples when fewer than 4 are correct. Returns :func:`compare`'s fields for the two *half*
+    maps (``pearson``, ``spearman``, ``jaccard``: half against half), ``reliability`` and
+    ``spearman_reliability`` (the Pearson / Spearman ``r`` stepped up to the full sample size with
+    :func:`spearman_brown`: the reliability of the full-sample map), and ``samples``.
     """
     values = res.scores[score]
     use = res.correct_mask() if only_correct and res.correct_mask().sum() >= 4 else np.ones(len(res), bool)
@@ -101,7 +126,9 @@ def split_half(res: Results, score: str = "region_hits", only_correct: bool = Tr
         warnings.simplefilter("ignore", RuntimeWarning)
         a = np.nanmean(values[idx[: len(idx) // 2]], axis=0)
         b = np.nanmean(values[idx[len(idx) // 2:]], axis=0)
-    return {**compare(a, b, k), "samples": int(len(idx))}
+    out = compare(a, b, k)
+    return {**out, "reliability": spearman_brown(out["pearson"]),
+            "spearman_reliability": spearman_brown(out["spearman"]), "samples": int(len(idx))}
 
 
 def across_datasets(results_list: Sequence[Results], score: str = "weight", k: int | float = 0.1
@@ -160,13 +187,16 @@ def consistency_summary(results_by_model: Mapping[str, Sequence[Results]], score
     """Per model: how consistent per-head ``score`` is across its data sets (Figure 5's numbers).
 
     Columns: ``datasets``; ``r across datasets`` (mean Pearson r of the per-head maps over data-set pairs);
-    ``r split-half`` (mean over data sets of the split-half r within a data set: the noise ceiling);
+    ``r split-half`` (mean over data sets of the split-half reliability within a data set, Spearman-Brown
+    corrected, :func:`split_half`; the ceiling a perfectly consistent model reaches across data sets is
+    about this value);
     ``variation`` (mean over heads of :func:`head_variation`); ``mean score`` per data set, min and max.
     """
     rows = []
     for name, res_list in results_by_model.items():
         pair_rows, per = across_datasets(res_list, score)
-        halves = [split_half(r, score, only_correct=False, seed=seed)["pearson"] for r in res_list if len(r) >= 4]
+        halves = [split_half(r, score, only_correct=False, seed=seed)["reliability"] for r in res_list
+                  if len(r) >= 4]
         rows.append({"model": name, "datasets": len(res_list),
                      "r across datasets": float(pair_rows["pearson"].mean()) if len(pair_rows) else float("nan"),
                      "r split-half": float(np.nanmean(halves)) if halves else float("nan"),
@@ -181,14 +211,19 @@ def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("de
     """Figure 4's numbers: model x model agreement of each score's per-head map.
 
     For each score (``"detection"`` or a score name, :func:`score_maps`): the Pearson matrix and the
-    top-``k`` Jaccard matrix, each with the model's split-half agreement with itself on the diagonal
-    (:func:`split_half`). Models
-    are ordered by family, then name. Returns ``(matrices, pair_rows, notes)``: ``"{score}: pearson"`` /
-    ``"{score}: top-k jaccard"`` -> square DataFrame; all :func:`pairs` rows with a ``score`` column; and
-    ``"{score} · {model}"`` -> what the map is.
+    top-``k`` Jaccard matrix. Off the diagonal: the two models' full-sample maps. On the diagonal (said in each
+    matrix's ``attrs["diagonal"]``, which :func:`helpers.plots.agreement_matrices` prints): the Pearson matrix
+    holds the model's split-half reliability (Spearman-Brown corrected, :func:`split_half`), the ceiling of a
+    model with itself; the Jaccard matrix holds the top-``k`` Jaccard of the model's two *half-sample* maps
+    (how stable its top heads are under resampling; a map against itself is 1). Models are ordered by family,
+    then name. Returns ``(matrices, pair_rows, notes)``: ``"{score}: pearson"`` / ``"{score}: top-k jaccard"``
+    -> square DataFrame; all :func:`pairs` rows with ``score``, ``reliability_a`` / ``reliability_b`` and
+    ``ceiling`` (:func:`noise_ceiling`) columns; and ``"{score} · {model}"`` -> what the map is.
     """
     families = dict(families or {})
     matrices, all_rows, all_notes = {}, [], {}
+    labels = {"pearson": "split-half reliability (Spearman-Brown corrected)",
+              "jaccard": "top-k Jaccard of two half-sample maps (split-half; a map against itself is 1)"}
     for score in scores:
         maps, notes = score_maps(results_list, score, min_correct)
         order = sorted(maps, key=lambda n: (families.get(n.split(" · ")[0], n), n))
@@ -200,10 +235,16 @@ def model_matrices(results_list: Sequence[Results], scores: Sequence[str] = ("de
             try:
                 halves[n] = split_half(r, values, only_correct=score == "detection", seed=seed, k=k)
             except ValueError:
-                halves[n] = {"pearson": float("nan"), "jaccard": float("nan")}
-        for metric, label in (("pearson", "pearson"), ("jaccard", "top-k jaccard")):
-            diag = {n: float(h[metric]) for n, h in halves.items()}
-            matrices[f"{score}: {label}"] = matrix(rows, metric, order, diagonal=diag)
+                halves[n] = {"reliability": float("nan"), "jaccard": float("nan")}
+        rel = {n: float(h["reliability"]) for n, h in halves.items()}
+        rows = rows.assign(reliability_a=rows["a"].map(rel), reliability_b=rows["b"].map(rel))
+        rows["ceiling"] = [noise_ceiling(x, y) for x, y in zip(rows["reliability_a"], rows["reliability_b"],
+                                                                strict=True)]
+        for metric, label, key in (("pearson", "pearson", "reliability"), ("jaccard", "top-k jaccard", "jaccard")):
+            diag = {n: float(h[key]) for n, h in halves.items()}
+            mat = matrix(rows, metric, order, diagonal=diag)
+            mat.attrs["diagonal"] = labels[metric]
+            matrices[f"{score}: {label}"] = mat
         all_rows.append(rows)
         all_notes.update({f"{score} · {n}": note for n, note in notes.items()})
     return matrices, pd.concat(all_rows, ignore_index=True), all_notes
@@ -215,15 +256,15 @@ def dataset_consistency(results_by_model: Mapping[str, Sequence[Results]], score
 
     ``{model: {"profiles": {dataset: (layer profile [layers], accuracy)}, "matrix": DataFrame, "variation":
     [layers, heads]}}``: the layer profile (mean over heads) of ``score`` on each data set; the data set x data
-    set Pearson correlation of the per-head maps (:func:`across_datasets`), the split-half correlation within a
-    data set on the diagonal (:func:`split_half`, the ceiling set by sampling noise; data sets of at least 4
-    samples); the coefficient of variation of each head across data sets (:func:`head_variation`).
+    set Pearson correlation of the per-head maps (:func:`across_datasets`), the split-half reliability within a
+    data set on the diagonal (:func:`split_half`'s Spearman-Brown ``reliability``, the ceiling set by sampling
+    noise; data sets of at least 4 samples); the coefficient of variation of each head across data sets (:func:`head_variation`).
     """
     out = {}
     for name, res_list in results_by_model.items():
         pair_rows, _ = across_datasets(res_list, score)
         labels = [r.dataset for r in res_list]
-        halves = {r.dataset: split_half(r, score, only_correct=False, seed=seed)["pearson"] for r in res_list
+        halves = {r.dataset: split_half(r, score, only_correct=False, seed=seed)["reliability"] for r in res_list
                   if len(r) >= 4}
         out[name] = {"profiles": {r.dataset: (np.nanmean(r.per_head(score), axis=1), r.accuracy) for r in res_list},
                      "matrix": matrix(pair_rows, "pearson", labels, diagonal=halves),

@@ -14,10 +14,13 @@ Per batch: the images the model sees and the templated prompts (``helpers.data.m
 with left padding, greedy ``model.generate`` under ``helpers.capture.attention``, the answer
 scored with ``helpers.data.is_correct``, the image / region tokens from ``helpers.layout``, the scores from
 ``helpers.metrics``. Scores per sample and head (``Results.scores``, each ``[samples, layers, heads]``):
-``weight``, ``concentration``, ``region_weight``, ``region_share`` and ``region_hits`` (the share of the
-head's top-k keys in the box region, :func:`helpers.metrics.detection_hits`); the region scores are NaN
-for samples without a box. Keys are the prompt positions plus, for ``rows="answer"``, the generated
-tokens up to the captured one (never image tokens).
+``weight``, ``concentration``, ``effective_tokens`` (``exp H``), the sink scores ``first_key_share`` and
+``weight_vs_uniform`` (``W / (|V|/K)``), ``region_weight``, ``region_share`` and ``region_hits`` (the share of
+the head's top-k keys in the box region, :func:`helpers.metrics.detection_hits`); the region scores are NaN
+for samples without a box. The analysed row (``rows="answer"``, the default everywhere) is the one that
+predicts the answer's first content token (:func:`helpers.capture.first_content_index`); the table's
+``answer_step`` says how many whitespace-only tokens came before it. Keys are the prompt positions plus the
+generated tokens up to the captured row (never image tokens).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from . import capture, data, layout, metrics
 from .models import check_finite, spec_of
 from .results import Results, concat
 
-SCORES = ("weight", "concentration", "region_weight", "region_share", "region_hits")
+SCORES = ("weight", "concentration", "effective_tokens", "first_key_share", "weight_vs_uniform",
+          "region_weight", "region_share", "region_hits")
 
 
 def _pad_keys(mask: torch.Tensor, keys: int) -> torch.Tensor:
@@ -78,10 +82,16 @@ def geometries(processor: Any, samples: Sequence[data.Sample], input_ids: torch.
 
 def key_masks(model: Any, processor: Any, samples: Sequence[data.Sample], input_ids: torch.Tensor,
               image_sizes: Sequence[Sequence[int]], keys: int,
-              geos: Sequence[layout.ImageGeometry] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              geos: Sequence[layout.ImageGeometry] | None = None, *, image_tokens: str = "all"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean image and region masks ``[batch, keys]`` over the captured keys; ``image_sizes`` as (h, w).
 
-    ``geos``: the samples' :func:`geometries` when already known (else computed)."""
+    ``geos``: the samples' :func:`geometries` when already known (else computed). ``image_tokens``: which image
+    tokens count as the image (as in ``helpers.layout.image_subset_mask``: ``"all"``, ``"no_newline"``,
+    ``"base"``); the region is always a subset of them.
+    """
+    if image_tokens not in layout.IMAGE_SUBSETS:
+        raise ValueError(f"image subset must be one of {layout.IMAGE_SUBSETS}, got {image_tokens!r}")
     tid = layout.image_token_id(model)
     ids = input_ids.cpu()
     if geos is None:
@@ -91,20 +101,34 @@ def key_masks(model: Any, processor: Any, samples: Sequence[data.Sample], input_
     image = layout.image_token_mask(ids, tid)
     region = torch.zeros_like(image)
     for i, s in enumerate(samples):
+        if image_tokens != "all":  # newline tokens are view -1, the base view 0 (helpers.layout.ImageGeometry)
+            keep = geos[i].view >= 0 if image_tokens == "no_newline" else geos[i].view == 0
+            image[i, positions[i][~keep]] = False
         if s.boxes:
             region[i, positions[i]] = layout.region_token_mask(processor, image_sizes[i], s.boxes, s.id,
                                                                geometry=geos[i])
-    return _pad_keys(image, keys), _pad_keys(region, keys)
+    return _pad_keys(image, keys), _pad_keys(region & image, keys)
 
 
 def head_scores(rows: torch.Tensor, image: torch.Tensor, region: torch.Tensor, has_box: torch.Tensor,
-                k: float | int | str = 0.05, among: str = "all") -> dict[str, torch.Tensor]:
-    """:data:`SCORES` ``name -> [batch, layers, heads]`` from rows ``[batch, layers, heads, keys]``."""
+                k: float | int | str = 0.05, among: str = "all", visible: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+    """:data:`SCORES` ``name -> [batch, layers, heads]`` from rows ``[batch, layers, heads, keys]``.
+
+    ``visible``: bool ``[batch, keys]`` (or over the prompt only), the keys each row may see (for the sink
+    scores ``first_key_share`` and ``weight_vs_uniform``, :mod:`helpers.metrics`); default: keys with
+    non-zero attention in any head of the sample.
+    """
     nan = torch.tensor(float("nan"))
     box = has_box[:, None, None]
+    if visible is None:
+        visible = (rows > 0).flatten(1, 2).any(1)
     return {
         "weight": metrics.attention_weight(rows, image),
         "concentration": metrics.concentration(rows, image),
+        "effective_tokens": metrics.effective_tokens(rows, image),
+        "first_key_share": metrics.first_key_share(rows, visible),
+        "weight_vs_uniform": metrics.weight_vs_uniform(rows, image, visible),
         "region_weight": torch.where(box, metrics.region_weight(rows, region), nan),
         "region_share": torch.where(box, metrics.region_share(rows, region, image), nan),
         "region_hits": torch.where(box, metrics.detection_hits(rows, image, region, k=k, among=among), nan),
@@ -181,20 +205,21 @@ def decode(processor: Any, sequences: torch.Tensor, prompt_len: int) -> list[str
 
 def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
               max_new_tokens: int = 4, k: float | int | str = 0.05, among: str = "all",
-              indices: Sequence[int] | None = None, keep_rows: bool = False) -> Batch:
+              indices: Sequence[int] | None = None, keep_rows: bool = False, image_tokens: str = "all") -> Batch:
     """Generate greedily for one batch under capture and score every head: the batch's :class:`Batch` record.
 
     ``batch.results`` holds the scores; ``batch.rows`` the float32 ``[batch, layers, heads, keys]`` tensor when
     ``keep_rows`` (full attention rows on request), else ``None``. ``indices`` label the samples'
     positions in their split (default ``0..batch-1``). ``rows``, ``k``, ``among``: see
     ``helpers.capture.attention`` and ``helpers.metrics.detection_hits``. ``max_new_tokens`` is what is
-    generated and recorded; below :func:`min_new_tokens` it raises ``ValueError``.
+    generated and recorded; below :func:`min_new_tokens` it raises ``ValueError``. ``image_tokens``: which image
+    tokens the image scores use (:func:`key_masks`; ``"no_newline"`` / ``"base"`` for LLaVA-NeXT).
     """
     samples = list(samples)
     check_max_new_tokens(max_new_tokens, rows)
     inputs, images = batch_inputs(model, processor, samples)
     prompt_len = inputs["input_ids"].shape[1]
-    with torch.no_grad(), capture.attention(model, rows=rows) as att:
+    with torch.no_grad(), capture.attention(model, rows=rows, tokenizer=processor.tokenizer) as att:
         out = model.generate(**inputs, max_new_tokens=max_new_tokens,
                              do_sample=False, output_scores=True, return_dict_in_generate=True)
     check_finite(out.scores[0], what="the first generated token's logits")
@@ -202,29 +227,56 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
     captured = att.rows
     sizes = [im.size[::-1] for im in images]
     geos, positions = geometries(processor, samples, inputs["input_ids"], layout.image_token_id(model), sizes)
-    image, region = key_masks(model, processor, samples, inputs["input_ids"], sizes, captured.shape[-1], geos)
+    image, region = key_masks(model, processor, samples, inputs["input_ids"], sizes, captured.shape[-1], geos,
+                              image_tokens=image_tokens)
     has_box = torch.tensor([bool(s.boxes) for s in samples])
-    per_head = {n: v.float().numpy() for n, v in head_scores(captured, image, region, has_box, k, among).items()}
+    visible = (inputs["attention_mask"].bool().cpu() if "attention_mask" in inputs
+               else torch.ones(inputs["input_ids"].shape, dtype=torch.bool))
+    visible = torch.nn.functional.pad(visible, (0, captured.shape[-1] - visible.shape[1]), value=True)
+    steps = att.answer_steps if rows == "answer" else None
+    if steps is not None:  # a sample's row sees the prompt and the whitespace tokens before its answer
+        visible &= torch.arange(captured.shape[-1])[None] < (prompt_len + steps)[:, None]
+    per_head = {n: v.float().numpy()
+                for n, v in head_scores(captured, image, region, has_box, k, among, visible).items()}
     table = results_table(samples, answers, indices)
     table["n_image_tokens"] = image.sum(1).tolist()
     table["n_region_tokens"] = region.sum(1).tolist()
+    if steps is not None:
+        table["answer_step"] = steps.tolist()  # whitespace-only tokens skipped before the analysed row
     settings = {"model_name": spec_of(model).name, "rows": rows, "k": k, "among": among,
-                "max_new_tokens": max_new_tokens}
+                "max_new_tokens": max_new_tokens, "image_tokens": image_tokens}
     return Batch(samples, inputs, images, geos, positions, image, region, captured if keep_rows else None, answers,
                  Results(table, per_head, settings))
 
 
+def reference_means(model: Any, processor: Any, samples: Sequence[data.Sample], *, batch_size: int = 16,
+                    positions: str = "all") -> torch.Tensor:
+    """Each head's mean output over ``samples`` (one prompt forward per batch; :class:`helpers.capture.head_means`):
+    float32 ``[layers, heads, head_dim]``, the ``means`` of ``mask_heads(..., mode="mean")`` and of
+    :func:`answers` with ``mode="mean"``."""
+    samples = list(samples)
+    with torch.no_grad(), capture.head_means(model, positions) as ref:
+        for start in range(0, len(samples), batch_size):
+            inputs, _ = batch_inputs(model, processor, samples[start:start + batch_size])
+            model(**inputs)
+    return ref.means
+
+
 def answers(model: Any, processor: Any, samples: Sequence[data.Sample], *, heads: Sequence[tuple[int, int]] = (),
-            mode: str = "uniform", batch_size: int = 16, max_new_tokens: int = 3) -> pd.DataFrame:
+            mode: str = "uniform", batch_size: int = 16, max_new_tokens: int = 3,
+            means: torch.Tensor | None = None) -> pd.DataFrame:
     """Greedy answers of ``samples``, with ``heads`` masked (:func:`helpers.capture.mask_heads`; none: unmasked),
     scored: the one answers loop of the package.
 
     Returns one row per sample: ``sample_id``, ``question_kind``, ``prompt_kind``, ``prediction``, ``correct``
-    (:func:`helpers.data.is_correct`). ``mode``: see :func:`helpers.capture.mask_heads`.
+    (:func:`helpers.data.is_correct`). ``mode``: see :func:`helpers.capture.mask_heads`; ``mode="mean"``: mean
+    ablation with ``means`` (:func:`reference_means`; when None, the means over ``samples`` themselves).
     """
     samples = list(samples)
     parts = []
-    with torch.no_grad(), capture.mask_heads(model, heads, mode=mode):
+    if mode == "mean" and means is None and heads:
+        means = reference_means(model, processor, samples, batch_size=batch_size)
+    with torch.no_grad(), capture.mask_heads(model, heads, mode=mode, means=means):
         for start in range(0, len(samples), batch_size):
             batch = samples[start:start + batch_size]
             inputs, _ = batch_inputs(model, processor, batch)

@@ -398,3 +398,62 @@ def region_mask(input_ids: torch.Tensor, token_id: int, processor: Any, image_si
                              "the original image size and the processor that built input_ids (one image per sample)")
         out[i, pos] = region_token_mask(processor, image_sizes[i], boxes[i], sample_ids[i], min_overlap, geo, views)
     return out if input_ids.dim() == 2 else out[0]
+
+
+IMAGE_SUBSETS = ("all", "no_newline", "base")
+
+
+def image_subset_mask(input_ids: torch.Tensor, token_id: int, processor: Any, image_sizes: Sequence[Sequence[int]],
+                      subset: str = "all") -> torch.Tensor:
+    """Boolean ``[batch, seq]``: the image tokens of each sample that ``subset`` keeps.
+
+    ``"all"``: every image token (:func:`image_token_mask`); ``"no_newline"``: without the tokens that show no
+    pixels (LLaVA-NeXT's ``image_newline`` tokens, view -1 in :class:`ImageGeometry`); ``"base"``: the base
+    view only (LLaVA-NeXT's whole-image 24x24 view; for a fixed layout, all its tokens), so a LLaVA-NeXT model
+    is measured over the same 576 tokens as LLaVA-1.5. ``image_sizes[i] = (height, width)``.
+    """
+    if subset not in IMAGE_SUBSETS:
+        raise ValueError(f"image subset must be one of {IMAGE_SUBSETS}, got {subset!r}")
+    ids = input_ids if input_ids.dim() == 2 else input_ids[None]
+    out = image_token_mask(ids, token_id)
+    if subset == "all":
+        return out if input_ids.dim() == 2 else out[0]
+    for i, pos in enumerate(image_token_positions(ids, token_id)):
+        geo = image_geometry(processor, image_sizes[i])
+        if geo.n_tokens != len(pos):
+            raise ValueError(f"sample {i}: input_ids hold {len(pos)} image tokens but an image of "
+                             f"{tuple(image_sizes[i])} (height, width) gives {geo.n_tokens} with this processor")
+        keep = geo.view >= 0 if subset == "no_newline" else geo.view == 0
+        out[i, pos[~keep]] = False
+    return out if input_ids.dim() == 2 else out[0]
+
+
+def pad_to_square(processor: Any, enabled: bool = True) -> Any:
+    """A copy of a fixed-layout LLaVA processor that pads each image to a square before the resize (or stops doing so).
+
+    ``enabled=True``: ``LlavaImageProcessor(do_pad=True)`` with the processor's own size, crop, resample,
+    mean and std: the short side is padded symmetrically with the mean colour (``image_mean * 255``), as the
+    original LLaVA-1.5 / ViP-LLaVA code does (``expand2square``), so nothing of a 4:3 image is cut away;
+    the resize and centre crop then see a square. ``enabled=False``: the same processor without padding (the
+    llava-hf checkpoints' centre crop). :func:`image_geometry` reads ``do_pad``, so boxes and region tokens
+    follow. The tokenizer is shared with ``processor``. Raises ``ValueError`` for an anyres (LLaVA-NeXT) processor.
+    """
+    import copy
+
+    from transformers import LlavaImageProcessor
+
+    ip = processor.image_processor
+    if getattr(ip, "image_grid_pinpoints", None) is not None:
+        raise ValueError("pad_to_square: an anyres (LLaVA-NeXT) processor pads its own way")
+    kwargs = {"size": dict(ip.size), "crop_size": dict(ip.crop_size) if getattr(ip, "crop_size", None) else None,
+              "do_resize": getattr(ip, "do_resize", True), "do_center_crop": getattr(ip, "do_center_crop", True),
+              "image_mean": list(ip.image_mean), "image_std": list(ip.image_std), "do_pad": bool(enabled),
+              "do_convert_rgb": getattr(ip, "do_convert_rgb", True)}
+    if getattr(ip, "resample", None) is not None:
+        kwargs["resample"] = ip.resample
+    for name in ("do_rescale", "rescale_factor", "do_normalize"):
+        if getattr(ip, name, None) is not None:
+            kwargs[name] = getattr(ip, name)
+    out = copy.copy(processor)
+    out.image_processor = LlavaImageProcessor(**{k: v for k, v in kwargs.items() if v is not None})
+    return out

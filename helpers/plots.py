@@ -389,7 +389,8 @@ def agreement_matrices(matrices: dict, families: dict | None = None, title: str 
                 if fam[i] != fam[i - 1]:
                     ax.axhline(i - 0.5, color="k", lw=1)
                     ax.axvline(i - 0.5, color="k", lw=1)
-        ax.set_title(label, fontsize=9)
+        diagonal = mat.attrs.get("diagonal")
+        ax.set_title(f"{label}\n(diagonal: {diagonal})" if diagonal else label, fontsize=9)
     _stamp(fig, title)
     if im is not None:
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
@@ -426,7 +427,7 @@ def dataset_consistency(tables: dict, title: str | None = None) -> matplotlib.fi
         row[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=6.5)
         row[1].set_yticks(range(len(labels)), labels, fontsize=6.5)
         _annotate(row[1], mat, fontsize=6.5)
-        row[1].set_title(f"{name}: Pearson r of per-head {score}\n(diagonal: split-half r within a data set)",
+        row[1].set_title(f"{name}: Pearson r of per-head {score}\n(diagonal: split-half reliability, Spearman-Brown)",
                          fontsize=8.5)
         fig.colorbar(im, ax=row[1], shrink=0.8)
         im = row[2].imshow(table["variation"], aspect="auto", interpolation="nearest", cmap="magma")
@@ -443,6 +444,7 @@ def dataset_consistency(tables: dict, title: str | None = None) -> matplotlib.fi
 CONDITION_STYLE = {
     "top": {"color": "tab:red", "marker": "o", "label": "top visual heads"},
     "random": {"color": "tab:gray", "marker": "s", "label": "random heads, same stages"},
+    "random_layer": {"color": "tab:brown", "marker": "x", "label": "random heads, same layers"},
     "early": {"color": "tab:blue", "marker": "^", "label": "early-stage heads"},
     "middle": {"color": "tab:green", "marker": "v", "label": "middle-stage heads"},
     "late": {"color": "tab:purple", "marker": "D", "label": "late-stage heads"},

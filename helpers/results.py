@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .metrics import WEIGHTED_SCORES, weighted_mean
+
 SETTINGS_KEY = b"visual_heads.settings"
 SHAPE_KEY = b"visual_heads.shape"
 
@@ -88,14 +90,24 @@ class Results:
         """Boolean ``[samples]``: correctly answered (unknown counts as not correct)."""
         return self.table["correct"].fillna(False).to_numpy(dtype=bool)
 
-    def per_head(self, name: str, only_correct: bool = False) -> np.ndarray:
+    def per_head(self, name: str, only_correct: bool = False, weighted: bool | None = None) -> np.ndarray:
         """Mean over samples of score ``name``, NaN skipped: float32 ``[layers, heads]`` (NaN where no sample counts).
 
+        ``weighted``: weight each sample by its image weight ``W`` (score ``"weight"``,
+        :func:`helpers.metrics.weighted_mean`). Default None: weighted for the scores measured on the attention
+        renormalised over the image (:data:`helpers.metrics.WEIGHTED_SCORES`: concentration, effective tokens),
+        so a sample whose head barely looks at the image barely counts; plain mean for the others.
         A NumPy array, which :mod:`helpers.metrics` takes as it is.
         """
-        values = self.scores[name][self.correct_mask()] if only_correct else self.scores[name]
+        keep = self.correct_mask() if only_correct else slice(None)
+        values = self.scores[name][keep]
         if not len(values):
             return np.full(self.shape, np.nan, dtype=np.float32)
+        if weighted is None:
+            weighted = name in WEIGHTED_SCORES and "weight" in self.scores
+        if weighted:
+            return weighted_mean(torch.from_numpy(values).double(),
+                                 torch.from_numpy(self.scores["weight"][keep]).double()).float().numpy()
         return torch.from_numpy(values).float().nanmean(0).numpy()
 
     def detection_score(self) -> np.ndarray:

@@ -26,7 +26,7 @@ import torch
 
 from . import data
 from .env import DATA_DIR, REPO_ROOT, default_device
-from .models import REGISTRY, load, spec_of
+from .models import load
 from .offline import save as save_offline
 
 RECORD_SETS = (data.SHAPES, "pointqa")  # PointQA-style: one record gives question kinds x prompt kinds
@@ -103,15 +103,14 @@ def iter_models(names: Sequence[str | None], device: str | None = None) -> Itera
 
 
 def rows_for(model: Any, rows: str | None = None) -> str:
-    """The attention row to capture for ``model``: ``rows`` when given, else by model.
+    """The attention row to capture for ``model``: ``rows`` when given, else ``"answer"`` for every model.
 
-    ``None``: ``"answer"`` (the first generated token's row, what the authors' code records) for the
-    registry's models; ``"prompt_end"`` (the row that predicts the answer) for all others, i.e. the toy
-    models, whose answers are one token: their ``"answer"`` row is the one that predicts ``</s>``.
+    ``"answer"`` is the one rule of every notebook: the row that predicts the answer's first content token
+    (``helpers.capture.first_content_index``). ``"first_generated"`` is the row the authors' code records.
     """
     if rows is not None:
         return rows
-    return "answer" if spec_of(model).name in REGISTRY else "prompt_end"
+    return "answer"
 
 
 def set_cpu_threads(threads: int | None, device: str | None = None) -> int:

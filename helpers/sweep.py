@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder of the results (created; resumed if it "
                         "holds parts of the same run)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rows", default="answer", choices=["answer", "prompt_end"])
+    parser.add_argument("--rows", default="answer", choices=["answer", "first_generated", "prompt_end"])
     parser.add_argument("--k", type=k_value, default=0.05,
                         help="top-k keys: a fraction of the image tokens in (0, 1], a count above 1, or region")
     parser.add_argument("--max-new-tokens", type=int, default=4, help=">= 2 for --rows answer")

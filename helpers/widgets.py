@@ -66,7 +66,9 @@ SCORE_CHOICES = {
     "concentration": "concentration on the image, all samples",
 }
 ROW_TEXT = {
-    "answer": "the first generated token's row at the first decoding step (rows='answer', as the paper's code)",
+    "answer": "the row that predicts the answer's first content token (rows='answer', the analysed row)",
+    "first_generated": "the first generated token's row at the first decoding step (rows='first_generated', as "
+                       "the paper's code)",
     "prompt_end": "the last prompt position, the row that predicts the answer (rows='prompt_end')",
 }
 VIEWS = {"base": 0, "grid": 1}

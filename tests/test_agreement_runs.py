@@ -242,7 +242,7 @@ def test_load_samples_from_a_local_benchmark_file(tmp_path):
         selection.samples("pope", 2, offset=5, data_files={"pope": path}, image_folder=tmp_path)
 
 
-def test_rows_for_picks_the_answer_row_for_registry_models_only():
+def test_rows_for_picks_the_one_analysed_row_for_every_model():
     from dataclasses import replace
     from types import SimpleNamespace
 
@@ -250,5 +250,5 @@ def test_rows_for_picks_the_answer_row_for_registry_models_only():
 
     real = SimpleNamespace(vh_spec=REGISTRY["llava-v1.5-7b"])
     toy = SimpleNamespace(vh_spec=replace(REGISTRY["llava-v1.5-7b"], name="toy-a1"))
-    assert selection.rows_for(real) == "answer" and selection.rows_for(toy) == "prompt_end"
-    assert selection.rows_for(toy, "answer") == "answer"
+    assert selection.rows_for(real) == "answer" and selection.rows_for(toy) == "answer"  # issue 17: one rule
+    assert selection.rows_for(toy, "prompt_end") == "prompt_end"

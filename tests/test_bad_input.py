@@ -136,8 +136,10 @@ def test_top_heads_refuses_fractional_counts():
 
 def test_nan_never_ranks_first():
     scores = torch.tensor([[float("nan"), -float("inf")], [float("nan"), -float("inf")]])
-    assert metrics.top_heads(scores, 4) == [(0, 1), (1, 1), (0, 0), (1, 0)]
-    assert metrics.top_heads(scores, np.int64(1)) == [(0, 1)]
+    assert metrics.top_heads(scores, 4, tie_break="order") == [(0, 1), (1, 1), (0, 0), (1, 0)]
+    top = metrics.top_heads(scores, 4)  # seeded random order among the tied -inf heads, NaN still last
+    assert set(top[:2]) == {(0, 1), (1, 1)} and set(top[2:]) == {(0, 0), (1, 0)}
+    assert metrics.top_heads(scores, np.int64(1))[0] in {(0, 1), (1, 1)}
 
 
 def test_explorer_refuses_negative_counts():

@@ -86,7 +86,7 @@ def real_run(request):
     model, processor = real_attention_model(name)
     batch = two_prompt_batch(name, processor)
     with torch.no_grad():
-        with capture.attention(model, "prompt_end") as end, capture.attention(model, "answer") as answer, \
+        with capture.attention(model, "prompt_end") as end, capture.attention(model, "first_generated") as answer, \
                 capture.attention(model, "generated") as generated:
             first = model(**batch, use_cache=True)
             impl = capture.language_model(model).config._attn_implementation
@@ -180,7 +180,7 @@ def test_generate_answer_and_prompt_end_equal_eager_generate(tiny_models):
     batch = two_prompt_batch(name, processor)
     lm = capture.language_model(model)
     with torch.no_grad():
-        with capture.attention(model, "answer") as answer, capture.attention(model, "prompt_end") as end:
+        with capture.attention(model, "first_generated") as answer, capture.attention(model, "prompt_end") as end:
             ours = model.generate(**batch, max_new_tokens=3, do_sample=False)
         lm.set_attn_implementation("eager")
         try:
@@ -199,7 +199,7 @@ def test_generate_answer_and_prompt_end_equal_eager_generate(tiny_models):
 def test_answer_needs_a_decoding_step(tiny_models):
     model, processor = tiny_models("llava-v1.5-7b")
     batch = two_prompt_batch("llava-v1.5-7b", processor)
-    with torch.no_grad(), capture.attention(model, "answer") as att:
+    with torch.no_grad(), capture.attention(model, "first_generated") as att:
         model.generate(**batch, max_new_tokens=1, do_sample=False)
     with pytest.raises(capture.CaptureError, match="max_new_tokens=2"):
         _ = att.rows
@@ -239,7 +239,7 @@ def test_restored_on_exception_and_registries_cleaned(tiny_models):
     vision = model.model.vision_tower.config._attn_implementation
     keys = set(ALL_ATTENTION_FUNCTIONS.valid_keys()), set(ALL_MASK_ATTENTION_FUNCTIONS.valid_keys())
     with pytest.raises(KeyError, match="boom"):
-        with capture.attention(model, "answer"), capture.mask_heads(model, [(0, 1)]):
+        with capture.attention(model, "first_generated"), capture.mask_heads(model, [(0, 1)]):
             assert lm.config._attn_implementation.startswith("visual_heads_")
             assert model.model.vision_tower.config._attn_implementation == vision
             raise KeyError("boom")
@@ -254,6 +254,8 @@ def test_bad_arguments_are_named(tiny_models):
     with pytest.raises(ValueError, match=r"\(layer 1, head 4\) is out of range.*4 heads"):
         capture.mask_heads(model, [(1, 4)])
     with pytest.raises(ValueError, match="mode must be one of"):
+        capture.mask_heads(model, [(0, 0)], mode="median")
+    with pytest.raises(ValueError, match=r"mode='mean'\) needs means="):
         capture.mask_heads(model, [(0, 0)], mode="mean")
     with pytest.raises(ValueError, match="rows must be one of"):
         capture.attention(model, rows="last")

@@ -37,17 +37,14 @@ SHAPES = {"square": (336, 336), "wide": (240, 520), "tall": (500, 260),  # (heig
 BOXES = [(0.30, 0.35, 0.52, 0.61), (0.41, 0.66, 0.47, 0.72), (0.58, 0.28, 0.66, 0.37), (0.553, 0.452, 0.591, 0.503)]
 
 
-def _pad_processor():
-    """LlavaProcessor with LlavaImageProcessor(do_pad=True): the original LLaVA-1.5 pad-to-square."""
-    from transformers import LlavaImageProcessor, LlavaProcessor
+def _pad_processor(name: str = "llava-v1.5-7b"):
+    """``name``'s processor as :func:`helpers.models.load` configures it by default: LLaVA-1.5 and ViP-LLaVA pad
+    to a square with the mean colour (the original code's preprocessing), via ``LlavaImageProcessor(do_pad=True)``."""
+    from helpers.models import configure_processor
 
-    base = offline.build_processor("llava-v1.5-7b")
-    ip = base.image_processor
-    pad = LlavaImageProcessor(size=dict(ip.size), crop_size=dict(ip.crop_size), do_center_crop=True, do_pad=True,
-                              image_mean=ip.image_mean, image_std=ip.image_std)
-    return LlavaProcessor(image_processor=pad, tokenizer=base.tokenizer, patch_size=14,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          image_token="<image>")
+    processor = configure_processor(offline.build_processor(name), REGISTRY[name])
+    assert processor.image_processor.do_pad, f"{name}: the registry default should pad to a square"
+    return processor
 
 
 _MODELS: dict[str, object] = {}
@@ -95,7 +92,8 @@ def _grow(fp: torch.Tensor, patch: int, k: float) -> torch.Tensor:
 MAIN = ("square", "wide", "tall")
 CASES = ([(name, shape) for name in REGISTRY for shape in MAIN] + [("pad-to-square", s) for s in MAIN]
          + [(name, extra) for name in ("llava-v1.5-7b", "llava-v1.6-mistral-7b", "pad-to-square")
-            for extra in ("odd-wide", "small-tall")])
+            for extra in ("odd-wide", "small-tall")]
+         + [("pad:vip-llava-7b", s) for s in ("wide", "tall")])
 
 
 @pytest.mark.parametrize(("name", "shape"), CASES)
@@ -104,6 +102,9 @@ def test_region_tokens_are_the_features_that_change(name, shape):
     if name == "pad-to-square":
         model, _ = _local_model("llava-v1.5-7b")
         processor = _pad_processor()
+    elif name.startswith("pad:"):
+        model, _ = _local_model(name[4:])
+        processor = _pad_processor(name[4:])
     else:
         model, processor = _local_model(name)
     inputs = processor(images=Image.new("RGB", (w, h)), text="<image> what", return_tensors="pt")
@@ -136,6 +137,32 @@ def test_wide_image_crop_drops_the_edges_and_pad_keeps_them():
     rows = layout.image_geometry(pad, (h, w)).row[region]
     # 200 of 600 px high, centred in a square: rows 8..15 of 24 show the image
     assert region.any() and rows.min() >= 8 and rows.max() <= 15
+
+
+@pytest.mark.parametrize("name", ["llava-v1.5-7b", "vip-llava-7b"])
+def test_edge_boxes_of_a_4_3_image_survive_the_default_padding(name):
+    """Boxes at the left and right edges of a 4:3 image: the checkpoint's centre crop cuts them away; the
+    registry default (pad to square) keeps them, and the region tokens are the vision features that change."""
+    h, w = 240, 320
+    boxes = [(3, 60, 30, 140), (290, 100, 318, 200)]
+    crop = offline.build_processor(name)
+    with pytest.warns(UserWarning, match="no image token covers"):
+        assert not layout.region_token_mask(crop, (h, w), boxes[:1], sample_id="edge").any()
+    model, _ = _local_model(name)
+    pad = _pad_processor(name)
+    geo = layout.image_geometry(pad, (h, w))
+    assert geo.layout == "pad"
+    region = layout.region_token_mask(pad, (h, w), boxes, sample_id="edge", geometry=geo)
+    changed = _changed(model, pad, h, w, boxes)
+    outer = torch.zeros_like(region)
+    for box in boxes:
+        outer |= layout.overlap(_grow(geo.footprints, 14, 2.0), box) > 0
+    assert region.any() and not (region & ~changed).any() and not (changed & ~outer).any()
+    cols = geo.col[region]
+    assert cols.min() == 0 and cols.max() == 23  # both edges of the image reach the square's edges
+    # the padding (rows above and below the 240 px of image in the 320 px square) shows no pixel
+    top = (geo.row >= 0) & (geo.row < 3)  # 40 of 320 px above the image -> 42 of 336 px: three patch rows
+    assert top.sum() == 72 and (geo.footprints[top, 3] <= 1e-6).all()
 
 
 def test_box_outside_the_image():

@@ -247,6 +247,6 @@ def test_committed_organisms_have_cards_and_fit_the_size_budget():
 def test_committed_organism_was_trained_on_what_the_task_code_draws(folder):
     """The first stage-2 batch of the recipe, drawn by today's helpers.tasks, is the one training saw."""
     meta = json.loads((folder / "organism.json").read_text())
-    recipe = organisms.Recipe(**meta["recipe"])
+    recipe = organisms.Recipe.from_meta(meta["recipe"])
     batch = organisms.stage2_examples(recipe, 0)
     assert organisms.examples_digest(batch) == meta["stage2"]["data_digest"]
