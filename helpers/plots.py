@@ -564,7 +564,7 @@ def model_layer_profiles(results_list: Sequence, scores: dict | Sequence[str] = 
     fig, axes = plt.subplots(1, len(labels), squeeze=False, figsize=(5.2 * len(labels), 3.6))
     multi = len({r.dataset for r in results_list}) > 1
     for ax, (label, name) in zip(axes[0], labels.items(), strict=True):
-        profiles = {(f"{r.model_name} · {r.dataset}" if multi else r.model_name): np.nanmean(r.per_head(name), axis=1)
+        profiles = {(f"{r.model_name} · {r.dataset}" if multi else r.model_name): r.layer_profile(name)
                     for r in results_list if name in r.scores}
         layer_profiles(profiles, "mean over heads", title=label, ax=ax)
     _stamp(fig, title)

@@ -110,6 +110,10 @@ class Results:
                                  torch.from_numpy(self.scores["weight"][keep]).double()).float().numpy()
         return torch.from_numpy(values).float().nanmean(0).numpy()
 
+    def layer_profile(self, name: str, only_correct: bool = False) -> np.ndarray:
+        """Per-layer mean over heads of :meth:`per_head` (NaN heads skipped): float32 ``[layers]``."""
+        return np.nanmean(self.per_head(name, only_correct), axis=1)
+
     def detection_score(self) -> np.ndarray:
         """The detection score ``[layers, heads]``: mean ``region_hits`` over correctly answered samples."""
         return self.per_head("region_hits", only_correct=True)

@@ -186,6 +186,8 @@ def test_score_maps_and_consistency_summary():
     assert summary.loc["s", "r split-half"] > 0.9 and summary.loc["m", "variation"] < summary.loc["s", "variation"]
     fig = plots.model_layer_profiles([a, b], {"image attention": "weight"})
     assert len(fig.axes[0].lines) == 2
+    np.testing.assert_allclose(a.layer_profile("weight"), np.nanmean(a.per_head("weight"), axis=1))
+    assert a.layer_profile("weight").shape == (6,)
 
 
 def test_model_matrices_order_by_family_with_split_half_diagonal():
