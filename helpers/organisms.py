@@ -332,8 +332,10 @@ def stage2_examples(recipe: Recipe, step: int) -> list[Example]:
 @dataclass(frozen=True)
 class Checkpoints:
     """Where and how often :func:`_train` saves what it needs to resume: the trainable tensors
-    (``trainable.safetensors``), the optimiser (``optimizer.pt``) and ``state.json`` (next step, log,
-    seconds so far). Files are replaced atomically, so a killed run resumes from its last save."""
+    (``trainable-<step>.safetensors``), the optimiser (``optimizer-<step>.pt``) and ``state.json`` (next
+    step, log, seconds so far, the names of that step's files). ``state.json`` is replaced atomically after
+    the step's files are complete, and older files are removed only then, so a run killed at any moment
+    resumes from a consistent save."""
 
     folder: Path
     every: int = 25
@@ -343,24 +345,29 @@ class Checkpoints:
         state_file = self.folder / "state.json"
         if not state_file.is_file():
             return {"step": 0, "log": [], "dev": [], "seconds": 0.0}
-        tensors = load_file(str(self.folder / "trainable.safetensors"))
+        state = json.loads(state_file.read_text())
+        files = state.get("files", {"trainable": "trainable.safetensors", "optimizer": "optimizer.pt"})
+        tensors = load_file(str(self.folder / files["trainable"]))
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         if set(tensors) != trainable:
             raise RuntimeError(f"checkpoint {self.folder} holds other trainable tensors than this model "
                                f"({len(tensors)} vs {len(trainable)}); delete the folder to start over")
         model.load_state_dict(tensors, strict=False)
-        opt.load_state_dict(torch.load(self.folder / "optimizer.pt", weights_only=True))
-        return json.loads(state_file.read_text())
+        opt.load_state_dict(torch.load(self.folder / files["optimizer"], weights_only=True))
+        return state
 
     def save(self, model: Any, opt: torch.optim.Optimizer, state: dict) -> None:
-        """Write the trainable tensors, the optimiser and ``state`` (files replaced atomically)."""
+        """Write this step's tensors and optimiser, then ``state.json`` naming them; then drop older files."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        files = {"trainable": f"trainable-{state['step']}.safetensors", "optimizer": f"optimizer-{state['step']}.pt"}
         tensors = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(tensors, str(self.folder / "trainable.tmp"))
-        torch.save(opt.state_dict(), self.folder / "optimizer.tmp")
-        (self.folder / "state.tmp").write_text(json.dumps(state, indent=1) + "\n")
-        for stem, suffix in (("trainable", ".safetensors"), ("optimizer", ".pt"), ("state", ".json")):
-            os.replace(self.folder / f"{stem}.tmp", self.folder / f"{stem}{suffix}")
+        save_file(tensors, str(self.folder / files["trainable"]))
+        torch.save(opt.state_dict(), self.folder / files["optimizer"])
+        (self.folder / "state.tmp").write_text(json.dumps({**state, "files": files}, indent=1) + "\n")
+        os.replace(self.folder / "state.tmp", self.folder / "state.json")
+        for old in [*self.folder.glob("trainable*.safetensors"), *self.folder.glob("optimizer*.pt")]:
+            if old.name not in files.values():
+                old.unlink()
 
 
 def _train(model: Any, processor: Any, params: list[dict], steps: int, make: Callable[[int], list[Example]],

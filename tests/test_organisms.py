@@ -148,7 +148,10 @@ def test_stage2_killed_and_resumed_ends_where_an_uninterrupted_run_ends(tmp_path
     organisms.stage1(recipe, model, processor)
     with pytest.raises(KeyboardInterrupt):
         organisms.stage2(recipe, model, processor, dev_every=0)
-    assert json.loads((organisms.stage2_folder(recipe) / "state.json").read_text())["step"] == 2
+    folder = organisms.stage2_folder(recipe)
+    state = json.loads((folder / "state.json").read_text())
+    assert state["step"] == 2 and state["files"]["trainable"] == "trainable-2.safetensors"
+    assert sorted(p.name for p in folder.iterdir()) == ["optimizer-2.pt", "state.json", "trainable-2.safetensors"]
     monkeypatch.setattr(organisms, "stage2_examples", real)
     model, processor = organisms.fresh_model(recipe)
     organisms.stage1(recipe, model, processor)
@@ -157,6 +160,30 @@ def test_stage2_killed_and_resumed_ends_where_an_uninterrupted_run_ends(tmp_path
     assert got.keys() == want.keys() and len(got) > 4
     assert max((got[n] - want[n]).abs().max().item() for n in want) < 1e-6
     assert [e["step"] for e in resumed["log"]] == [e["step"] for e in straight["log"]]
+
+
+@pytest.mark.parametrize("layout", ["named by step", "fixed names (first v2 runs)"])
+def test_checkpoints_round_trip_model_and_optimiser(tmp_path, layout):
+    """A save restores the trainable tensors, the optimiser and the state; so does the older fixed-name layout."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    checkpoints = organisms.Checkpoints(tmp_path)
+    checkpoints.save(model, opt, {"step": 5, "log": [{"step": 4}], "dev": [], "seconds": 1.5})
+    if layout != "named by step":
+        (tmp_path / "trainable-5.safetensors").rename(tmp_path / "trainable.safetensors")
+        (tmp_path / "optimizer-5.pt").rename(tmp_path / "optimizer.pt")
+        state = json.loads((tmp_path / "state.json").read_text())
+        del state["files"]
+        (tmp_path / "state.json").write_text(json.dumps(state))
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    state = checkpoints.resume(fresh, fresh_opt)
+    assert state["step"] == 5 and state["log"] == [{"step": 4}]
+    assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)
+    assert torch.equal(fresh_opt.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
 def test_answer_loss_is_the_models_own_shifted_loss(smol):
