@@ -160,9 +160,6 @@ def head_sets(scores: np.ndarray, k: int, conditions: Sequence[str] = CONDITIONS
 # Masked accuracy
 
 
-reference_means = extract.reference_means  # the heads' mean outputs for mode="mean" (capture.mask_heads)
-
-
 def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], scores: np.ndarray, *,
                   ks: Sequence[int], conditions: Sequence[str] = CONDITIONS, seed: int = 0, mode: str = "uniform",
                   stage_order: str = "score", batch_size: int = 16, max_new_tokens: int = 3,
@@ -175,10 +172,10 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
     control. Columns: ``model``, ``condition``, ``k`` (asked), ``draw``, ``n_masked`` (masked, after
     capping stage conditions at the stage size), ``early`` / ``middle`` / ``late`` (masked heads per
     stage), ``heads`` (the pairs, as text), and the columns of :func:`helpers.extract.answers`. ``mode="mean"``: mean
-    ablation with ``means`` (:func:`reference_means`; None: computed once over ``samples``).
+    ablation with ``means`` (:func:`helpers.extract.reference_means`; None: computed once over ``samples``).
     """
     if mode == "mean" and means is None:
-        means = reference_means(model, processor, samples, batch_size=batch_size)
+        means = extract.reference_means(model, processor, samples, batch_size=batch_size)
     if random_draws < 1:
         raise ValueError(f"random_draws must be at least 1, got {random_draws}")
     name = spec_of(model).name

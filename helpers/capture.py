@@ -514,7 +514,7 @@ class mask_heads(_PlanContext):  # noqa: N801 (a context manager used like a fun
             if means is None:
                 raise ValueError("mask_heads(mode='mean') needs means=: the heads' mean outputs over a reference set, "
                                  "[layers, heads, head_dim] from `with capture.head_means(model) as ref: model(...)` "
-                                 "(ref.means), or helpers.ablation.reference_means(...)")
+                                 "(ref.means), or helpers.extract.reference_means(...)")
             means = torch.as_tensor(means)
             want = (len(self.lm.layers), self.lm.config.num_attention_heads)
             if means.dim() != 3 or tuple(means.shape[:2]) != want:

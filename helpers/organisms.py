@@ -421,6 +421,8 @@ def fresh_model(recipe: Recipe) -> tuple[Any, Any]:
     assemble.load_vision_tower(model, VISION_DIR)
     model.requires_grad_(False)
     processor.tokenizer.padding_side = "left"  # generation (dev checks); training pads by hand (encode)
+    model.vh_spec = replace(spec_from_config(model.config), name=recipe.name,
+                            template=baselm.spec(recipe.base_lm).template)  # as models.load attaches it
     return model, processor
 
 
@@ -454,11 +456,9 @@ def add_lora(model: Any, recipe: Recipe) -> list[torch.nn.Parameter]:
     return [p for p in model.model.language_model.parameters() if p.requires_grad]
 
 
-def dev_check(model: Any, processor: Any, recipe: Recipe, *, samples: int = 32) -> Callable[[int], dict]:
+def dev_check(model: Any, processor: Any, *, samples: int = 32) -> Callable[[int], dict]:
     """A development measurement during stage 2: accuracy per task set on ``samples`` scenes of
-    :data:`DEV_SEED` (never the held-out seed). Logged in the card; no setting is chosen by it."""
-    lm = baselm.spec(recipe.base_lm)
-    model.vh_spec = replace(spec_from_config(model.config), name=recipe.name, template=lm.template)
+    :data:`DEV_SEED`, the seed recipe decisions may look at (never the held-out seed). Logged in the card."""
 
     def measure(step: int) -> dict:
         result = evaluate(model, processor, seed=DEV_SEED, samples=samples)
@@ -484,7 +484,7 @@ def stage2(recipe: Recipe, model: Any, processor: Any, *, dev_every: int = 100, 
     run = _train(model, processor, groups, recipe.stage2_steps, lambda s: stage2_examples(recipe, s),
                  baselm.spec(recipe.base_lm).template, warmup=max(1, int(recipe.warmup_share * recipe.stage2_steps)),
                  checkpoints=Checkpoints(stage2_folder(recipe), CHECKPOINT_EVERY),
-                 dev=dev_check(model, processor, recipe, samples=dev_samples) if dev_every else None,
+                 dev=dev_check(model, processor, samples=dev_samples) if dev_every else None,
                  dev_every=dev_every, per_example=recipe.stage2_per_example)
     model.requires_grad_(False)
     return {**run, "key": recipe.stage2_key(), "data_digest": examples_digest(stage2_examples(recipe, 0))}
