@@ -16,6 +16,7 @@ flow one way: samples -> inputs -> rows under capture -> per-head scores -> anal
            runs                                      per-head results of the figure notebooks: computed, or read from sweeps
            sweep                                     resumable, sharded extraction from the command line
     2b     selection                                 which models (defaults by hardware, loading in turn) and which samples
+           cache                                     the extraction cache: one extraction (model, samples, settings) stored once
     2a     extract                                   the one extraction path: Batch record, head scores, answers (masked or not)
            offline                                   random-weight models of each architecture's real geometry, built offline
     1b     models                                    the paper's model registry and load() (4-bit/8-bit, CPU, organism folders)
@@ -44,7 +45,7 @@ LAYERS = {
     "data": "1a", "results": "1a", "assemble": "1a",
     "models": "1b", "tasks": "1b",
     "extract": "2a", "offline": "2a",
-    "selection": "2b",
+    "selection": "2b", "cache": "2b",
     "agreement": "3", "ablation": "3", "runs": "3", "sweep": "3",
     "plots": "4a",
     "widgets": "4b", "toy": "4b", "organisms": "4b", "notebooks": "4b",

@@ -10,20 +10,23 @@ sweeps (``python -m helpers.sweep``, same :class:`helpers.results.Results` schem
 on a GPU are re-plotted anywhere. Each Results carries ``settings["model_name"]``, ``settings["family"]`` and
 ``settings["dataset"]``: every figure says which model produced it. Which models run and which samples they
 see is :mod:`helpers.selection`'s; regrouping the results is :class:`helpers.results.Results`' and the analysis
-is :mod:`helpers.agreement`'s and :mod:`helpers.ablation`'s.
+is :mod:`helpers.agreement`'s and :mod:`helpers.ablation`'s. Computed results go through the extraction cache
+(:mod:`helpers.cache`): every notebook of one run that asks for the same model, samples and settings reads
+them back instead of extracting again, and loads no model for them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import extract, results
+from . import cache, extract, results
 from .models import REGISTRY, spec_of
 from .results import Results
-from .selection import iter_models, rows_for, samples
+from .selection import ModelChoice, iter_models, resolve, rows_for, samples
 
 
 def family_of(res: Results) -> str:
@@ -40,26 +43,75 @@ def family_of(res: Results) -> str:
     return "unknown"
 
 
-def compute(model: Any, processor: Any, datasets: Sequence[str], *, n_samples: int, batch_size: int = 8,
-            data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
-            rows: str | None = None, **kwargs: Any) -> list[Results]:
-    """Per-head results of one loaded model on each dataset (``extract.head_results``), labelled.
+@dataclass(frozen=True)
+class Planned:
+    """One extraction a figure needs: ``dataset`` label, its ``samples`` and the extraction cache ``key``."""
 
-    Samples: the first ``n_samples`` of each dataset (:func:`helpers.selection.samples`). ``rows``: the
-    captured attention row (:func:`helpers.selection.rows_for`; ``None`` picks by model). Other keyword
-    arguments go to :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ...).
-    """
-    spec = spec_of(model)
-    rows = rows_for(model, rows)
+    dataset: str
+    samples: list
+    key: str
+
+
+def plan(choice: ModelChoice, datasets: Sequence[str], *, n_samples: int, settings: Mapping[str, Any],
+         data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
+         offset: int = 0) -> list[Planned]:
+    """The samples of each dataset (:func:`helpers.selection.samples`: the first ``n_samples`` after ``offset``)
+    and the cache key of extracting them with ``choice`` under ``settings`` (:func:`helpers.cache.key`)."""
     out = []
     for name in datasets:
-        chosen = samples(name, n_samples, data_files=data_files, image_folder=image_folder)
-        res = extract.head_results(model, processor, chosen, batch_size=batch_size, dataset=name, rows=rows,
-                                   **kwargs)
+        chosen = list(samples(name, n_samples, offset=offset, data_files=data_files, image_folder=image_folder))
+        out.append(Planned(name, chosen, cache.key(choice.name, chosen, settings=settings, device=choice.device,
+                                                   quantization=choice.quantization)))
+    return out
+
+
+def compute(model: Any, processor: Any, planned: Sequence[Planned], *, settings: Mapping[str, Any]) -> list[Results]:
+    """Per-head results of one loaded model on each planned extraction (``extract.head_results``), labelled
+    with the model's family, hub id and note, and stored in the extraction cache."""
+    spec = spec_of(model)
+    out = []
+    for p in planned:
+        res = extract.head_results(model, processor, p.samples, dataset=p.dataset, **settings)
         res.settings.update(family=spec.family, hub_id=spec.hub_id, note=spec.note)
-        print(f"{spec.name} on {name}: {len(res)} samples, accuracy {res.accuracy:.1%}, rows={rows!r}")
+        cache.write(p.key, res, described={"model": res.model_name, "dataset": p.dataset, "n": len(res),
+                                           "settings": dict(settings)})
         out.append(res)
     return out
+
+
+def _report(res: Results, source: str) -> None:
+    print(f"{res.model_name} on {res.dataset}: {len(res)} samples, accuracy {res.accuracy:.1%}, "
+          f"rows={res.settings.get('rows')!r} ({source})")
+
+
+def extractions(model: str | Path | None, datasets: Sequence[str], *, n_samples: int, batch_size: int = 8,
+                device: str | None = None, data_files: Mapping[str, Any] | None = None,
+                image_folder: str | Path | None = None, rows: str | None = None, offset: int = 0,
+                **kwargs: Any) -> list[Results]:
+    """One :class:`Results` per dataset for one model: read from the extraction cache (:mod:`helpers.cache`)
+    where this model, these samples and these settings were extracted before, else computed (the model is
+    loaded only when something is missing) and stored.
+
+    Samples: the first ``n_samples`` of each dataset after ``offset`` (:func:`helpers.selection.samples`).
+    ``rows``: the captured attention row (:func:`helpers.selection.rows_for`). Other keyword arguments go
+    to :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ``image_tokens``, ...).
+    """
+    choice = resolve(model, device)
+    settings = {"batch_size": batch_size, "rows": rows_for(None, rows), **kwargs}
+    planned = plan(choice, datasets, n_samples=n_samples, settings=settings, data_files=data_files,
+                   image_folder=image_folder, offset=offset)
+    found = {p.key: cache.read(p.key) for p in planned}
+    missing = [p for p in planned if found[p.key] is None]
+    computed = {p.key for p in missing}
+    if missing:
+        for loaded, processor in iter_models([choice.name], choice.device):
+            for p, res in zip(missing, compute(loaded, processor, missing, settings=settings), strict=True):
+                found[p.key] = res
+                _report(res, "computed")
+    for p in planned:
+        if p.key not in computed:
+            _report(found[p.key], "extraction cache")
+    return [found[p.key] for p in planned]
 
 
 def sweep_folders(folder: str | Path) -> list[Path]:
@@ -91,16 +143,16 @@ def collect(models: Sequence[str | None], datasets: Sequence[str], *, n_samples:
             results_dir: str | Path | None = None, batch_size: int = 8, device: str | None = None,
             data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
             rows: str | None = None, **kwargs: Any) -> list[Results]:
-    """One :class:`Results` per (model, dataset): read from ``results_dir`` when given, else computed.
+    """One :class:`Results` per (model, dataset): read from ``results_dir`` when given, else :func:`extractions`
+    of each model in turn (from the extraction cache where possible).
 
-    Computed: each model is loaded in turn (:func:`helpers.selection.iter_models`) and run on ``n_samples`` samples of
-    each dataset (:func:`compute`). Read: ``models`` and ``datasets`` are ignored; every sweep below
-    ``results_dir`` is returned (:func:`load_saved`).
+    Read: ``models`` and ``datasets`` are ignored; every sweep below ``results_dir`` is returned
+    (:func:`load_saved`).
     """
     if results_dir is not None:
         return load_saved(results_dir)
     out: list[Results] = []
-    for model, processor in iter_models(models, device):
-        out += compute(model, processor, datasets, n_samples=n_samples, batch_size=batch_size, data_files=data_files,
-                       image_folder=image_folder, rows=rows, **kwargs)
+    for name in models:
+        out += extractions(name, datasets, n_samples=n_samples, batch_size=batch_size, device=device,
+                           data_files=data_files, image_folder=image_folder, rows=rows, **kwargs)
     return out

@@ -1,6 +1,6 @@
 """Which models and which samples a notebook, a sweep or the explorer runs: the one place they are chosen.
 
-    model, processor = selection.load_default(None)                 # by hardware: 4-bit GPU default, or a toy
+    model, processor = selection.load_default(None)                 # by hardware: 4-bit GPU default, or an organism
     names = selection.default_models(gpu=["llava-v1.5-7b"])          # the list a figure notebook runs
     selection.samples("shapes/general/visual", 12)                     # the first 12 (whole records)
     selection.samples("shapes", 12, offset=4)                          # held out: after the first 4 records
@@ -9,8 +9,10 @@
 
 Data set names: ``"shapes"`` (the embedded synthetic PointQA-style set, :data:`helpers.data.SHAPES`, every
 question kind x prompt kind), ``"shapes/general"``, ``"shapes/visual"``, ``"shapes/object/plain"`` (one
-question kind and / or prompt kind; PointQA-style sets only), and the benchmarks of
-:data:`helpers.data.LOADERS`, read from local files (``data_files``) or from the hub.
+question kind and / or prompt kind; PointQA-style sets only), the organisms' committed task sets
+``"scenes-count"`` (PointQA-style, same naming: ``"scenes-count/object/visual"``), ``"scenes-pope"`` and
+``"scenes-choice"`` (``data/scenes-*``), and the benchmarks of :data:`helpers.data.LOADERS`, read from local
+files (``data_files``) or from the hub.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import gc
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,64 +32,91 @@ from .env import DATA_DIR, REPO_ROOT, default_device
 from .models import load
 from .offline import save as save_offline
 
-RECORD_SETS = (data.SHAPES, "pointqa")  # PointQA-style: one record gives question kinds x prompt kinds
+RECORD_SETS = (data.SHAPES, "pointqa", "scenes-count")  # PointQA-style: one record gives question kinds x prompt kinds
 
 
 # ---------------------------------------------------------------------------------------------
 # Models
 
 GPU_DEFAULT = "llava-v1.5-7b"
+ORGANISMS_DIR = DATA_DIR / "organisms"
+CPU_DEFAULT = "smollm2-lora"  # the organism a one-model notebook loads on CPU (``data/organisms/<name>``)
+
+
+def organism_folders(folder: Path | None = None) -> list[str]:
+    """The committed organisms (folders holding an ``organism.json``) in ``folder`` (default ``data/organisms``),
+    sorted by name: two base LMs (Gemma-3-270M, SmolLM2-135M) x two variants (frozen LM, LoRA)."""
+    folder = ORGANISMS_DIR if folder is None else Path(folder)
+    return [str(p) for p in sorted(folder.glob("*")) if (p / "organism.json").is_file()]
 
 
 def toy_models(folder: Path | None = None) -> list[str]:
-    """The trained toy model folders ``toy-*`` in ``folder`` (default ``data/``) holding a ``config.json``, sorted."""
+    """The toy models with planted retrieval heads ``toy-*`` in ``folder`` (default ``data/``), sorted.
+
+    They are no notebook's default any more (their "visual heads" exist by construction); tests that need a
+    model whose visual heads are known in advance use them."""
     folder = DATA_DIR if folder is None else Path(folder)
     return [str(p) for p in sorted(folder.glob("toy-*")) if (p / "config.json").is_file()]
 
 
 def embedded_default() -> Path:
-    """Folder of the CPU default model: the first trained toy model in ``data/`` when present,
-    else a tiny random-weight LLaVA-1.5 built offline into ``build/offline/`` (a stand-in whose
+    """Folder of the CPU default model: the organism :data:`CPU_DEFAULT` (else the first organism) when
+    present, else a tiny random-weight LLaVA-1.5 built offline into ``build/offline/`` (a stand-in whose
     figures show code paths, not findings; notebooks say which one ran)."""
-    toys = toy_models()
-    if toys:
-        return Path(toys[0])
+    found = organism_folders()
+    preferred = ORGANISMS_DIR / CPU_DEFAULT
+    if found:
+        return preferred if str(preferred) in found else Path(found[0])
     folder = REPO_ROOT / "build" / "offline" / "llava-v1.5-7b-tiny-random"
     if not (folder / "config.json").is_file():
         save_offline("llava-v1.5-7b", folder, tiny=True, layers=4)
     return folder
 
 
-def load_default(model: str | None = None, device: str | None = None,
-                 quantization: str | None = "auto") -> tuple[Any, Any]:
-    """Load what a notebook's parameters ask for; ``model=None`` picks by hardware.
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a notebook parameter resolves to before anything loads: ``name`` (registry name, hub id or
+    folder), ``device`` and ``quantization`` (``None``: unquantized)."""
 
-    On CUDA: ``model`` or :data:`GPU_DEFAULT`, 4-bit unless ``quantization`` says otherwise.
-    On CPU: ``model`` or :func:`embedded_default`, unquantized. Prints what was loaded.
-    """
+    name: str
+    device: str
+    quantization: str | None
+
+
+def resolve(model: str | Path | None = None, device: str | None = None,
+            quantization: str | None = "auto") -> ModelChoice:
+    """The model a parameter asks for. ``model=None``: :data:`GPU_DEFAULT` on CUDA, :func:`embedded_default`
+    on CPU. ``quantization="auto"``: 4-bit on CUDA for hub models, else none (folders load as saved)."""
     device = device or default_device()
     on_gpu = device.startswith("cuda")
-    name = model or (GPU_DEFAULT if on_gpu else embedded_default())
+    name = str(model or (GPU_DEFAULT if on_gpu else embedded_default()))
     if quantization == "auto":
-        quantization = "4bit" if on_gpu and not Path(str(name)).is_dir() else None  # hub models only
-    loaded = load(name, quantization=quantization, device=device)
+        quantization = "4bit" if on_gpu and not Path(name).is_dir() else None
+    return ModelChoice(name, device, quantization)
+
+
+def load_default(model: str | Path | None = None, device: str | None = None,
+                 quantization: str | None = "auto") -> tuple[Any, Any]:
+    """Load what a notebook's parameters ask for (:func:`resolve`); prints what was loaded."""
+    choice = resolve(model, device, quantization)
+    loaded = load(choice.name, quantization=choice.quantization, device=choice.device)
     spec = loaded[0].vh_spec
-    print(f"loaded {spec.name} on {device} (quantization={quantization}; {spec.layers} layers x {spec.heads} "
-          f"heads, {spec.kv_heads} kv heads){' - ' + spec.note if spec.note else ''}")
+    print(f"loaded {spec.name} on {choice.device} (quantization={choice.quantization}; {spec.layers} layers x "
+          f"{spec.heads} heads, {spec.kv_heads} kv heads){' - ' + spec.note if spec.note else ''}")
     return loaded
 
 
 def default_models(gpu: Sequence[str], device: str | None = None) -> list[str | None]:
     """The model list a figure notebook runs when its parameter is left at ``None``.
 
-    On CUDA: ``gpu`` (registry names, hub ids). On CPU: every trained toy model in ``data/``, or
-    ``[None]`` when there is none, which :func:`load_default` turns into the tiny
-    random-weight stand-in (its figures show code paths, not findings).
+    On CUDA: ``gpu`` (registry names, hub ids). On CPU: every committed organism (:func:`organism_folders`),
+    or ``[None]`` when there is none, which :func:`load_default` turns into the tiny random-weight stand-in
+    (its figures show code paths, not findings).
     """
     device = device or default_device()
     if device.startswith("cuda"):
         return list(gpu)
-    return list(toy_models()) or [None]
+    return list(organism_folders()) or [None]
 
 
 def iter_models(names: Sequence[str | None], device: str | None = None) -> Iterator[tuple[Any, Any]]:
@@ -180,6 +210,8 @@ def samples(name: str, n: int | None = None, *, offset: int = 0, seed: int | Non
         kwargs = {"question_kinds": qk, "prompt_kinds": pk, "limit": records, "on_error": "skip"}
         if bench == "pointqa":
             loaded = data.load_pointqa(files, image_folder, **kwargs)
+        elif bench == "scenes-count":
+            loaded = data.load_scenes_count(files, **kwargs)
         else:
             loaded = data.load_shapes(split=split or "test", **kwargs)
         pool = list(loaded)[offset * per_record:]
