@@ -11,6 +11,7 @@ flow one way: samples -> inputs -> rows under capture -> per-head scores -> anal
            organisms                                 the organisms: vision tower, LLaVA recipe, evaluation, cards
            notebooks                                 run the numbered notebooks; check committed ones carry no outputs
     4a     plots                                     figures from tables and score maps (tables in, figures out)
+           findings                                  what a notebook's outputs show next to the paper: verdict tables
     3      agreement                                 map agreement across models (Fig. 4), data sets (Fig. 5), conditions (Fig. 3)
            ablation                                  head masking: head sets, accuracy curves, tables (Figs. 6-8, Tables 1-3)
            runs                                      per-head results of the figure notebooks: computed, or read from sweeps
@@ -47,6 +48,6 @@ LAYERS = {
     "extract": "2a", "offline": "2a",
     "selection": "2b", "cache": "2b",
     "agreement": "3", "ablation": "3", "runs": "3", "sweep": "3",
-    "plots": "4a",
+    "plots": "4a", "findings": "4a",
     "widgets": "4b", "toy": "4b", "organisms": "4b", "notebooks": "4b",
 }

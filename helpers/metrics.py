@@ -705,3 +705,13 @@ def normalised_entropy(rows: torch.Tensor, visible: torch.Tensor) -> torch.Tenso
     h = -(p * torch.log(p.clamp(min=1e-12))).sum(-1)
     k = visible.sum(1).float().clamp(min=2)
     return h / torch.log(k)[:, None, None].to(h.device)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval ``(low, high)`` of a proportion ``correct / n`` (NaNs when ``n`` is 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(centre - half, 4), round(centre + half, 4)

@@ -558,16 +558,6 @@ def blank(samples: Sequence[data.Sample]) -> list[data.Sample]:
             for s in samples]
 
 
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``correct / n``."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return round(centre - half, 4), round(centre + half, 4)
-
-
 def evaluate(model: Any, processor: Any, *, seed: int, samples: int, image: str = "scene",
              task_sets: Sequence[str] = tasks.TASK_SETS, batch_size: int = 16) -> dict[str, dict]:
     """Greedy accuracy per task set on ``samples`` fresh samples drawn with ``seed``.
@@ -585,7 +575,7 @@ def evaluate(model: Any, processor: Any, *, seed: int, samples: int, image: str 
             chosen = blank(chosen)
         table = extract.answers(model, processor, chosen, batch_size=batch_size)
         golds = [s.answer for s in chosen]
-        entry = {"accuracy": round(float(table.correct.mean()), 4), "ci95": wilson(int(table.correct.sum()), len(table)),
+        entry = {"accuracy": round(float(table.correct.mean()), 4), "ci95": metrics.wilson_interval(int(table.correct.sum()), len(table)),
                  "chance": round(tasks.chance(name), 4),
                  "prior": round(max(golds.count(g) for g in set(golds)) / len(golds), 4), "n": len(table)}
         if name == "scenes-count":
@@ -714,7 +704,7 @@ def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples:
     top = {int(k): set(h.split()) for k, h in per_draw[per_draw.condition == "top"][["k", "heads"]].values}
     rows = []
     for (cond, k), g in per_draw.groupby(["condition", "k"], sort=False):
-        ci = wilson(int(g["sum"].sum()), int(g["count"].sum()))  # pooled over draws: sampling error only
+        ci = metrics.wilson_interval(int(g["sum"].sum()), int(g["count"].sum()))  # pooled over draws: sampling error only
         shared = [len(set(h.split()) & top.get(int(k), set())) for h in g["heads"]]
         rows.append({"condition": cond, "k": int(k), "accuracy": round(float(g["mean"].mean()), 4),
                      "ci_lo": ci[0], "ci_hi": ci[1], "draw_min": round(float(g["mean"].min()), 4),
