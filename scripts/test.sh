@@ -19,7 +19,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ] && [ -z "
 fi
 echo "== ruff"
 ruff check helpers tests benchmarks notebooks scripts
-echo "== notebooks carry no outputs"
+echo "== notebooks carry no outputs, and their prose types no numbers"
 python -m helpers.notebooks --check-stripped
+python -m helpers.notebooks --check-prose
 echo "== pytest"
 python -m pytest -q -p no:cacheprovider --durations=15 tests --nbmake notebooks "$@"
