@@ -71,8 +71,9 @@ class ModelSpec:
     commit it actually resolved in ``model.config._commit_hash``). ``pad_to_square``: the image is padded
     to a square with the mean colour before the resize (the original LLaVA-1.5 / ViP-LLaVA code,
     ``image_aspect_ratio="pad"``; paper-notes [code]) instead of the llava-hf processors' centre crop;
-    :func:`load` applies it by default (:func:`configure_processor`). False for LLaVA-NeXT (anyres) and for
-    the xtuner stand-ins (their processors ship the crop; their training preprocessing was not checked).
+    :func:`load` applies it by default (:func:`configure_processor`). True for the xtuner stand-ins too: their
+    processors ship the crop, but xtuner trained them on padded images (``pad_image_to_square=True``, mean
+    colour, in their fine-tune configs). False for LLaVA-NeXT (anyres pads its own way).
     """
 
     name: str
@@ -161,14 +162,15 @@ REGISTRY: dict[str, ModelSpec] = {
               paper_checkpoint="mucai/llava-1.5-llama-3-8b", family="llama3", backbone="Llama-3-8B-Instruct",
               architecture="llava", text_model_type="llama", layers=32, heads=32, kv_heads=8, head_dim=128,
               hidden_size=4096, intermediate_size=14336, vocab_size=128320, image_layout="fixed",
-              image_tokens=576, template="llama3", rope_theta=500000.0,
+              image_tokens=576, template="llama3", rope_theta=500000.0, pad_to_square=True,
               note="closest Hugging Face-format checkpoint; the paper's mucai/ checkpoint is in original "
                    "LLaVA format and was trained on other data (xtuner's is ShareGPT4V-PT + InternVL-SFT)"),
         _spec(name="llava-1.5-phi-3-mini", hub_id="xtuner/llava-phi-3-mini-hf",
               paper_checkpoint="mucai/llava-1.5-phi-3-mini-3.8B", family="phi3", backbone="Phi-3-mini-4k-instruct",
               architecture="llava", text_model_type="llama", layers=32, heads=32, kv_heads=32, head_dim=96,
               hidden_size=3072, intermediate_size=8192, vocab_size=32064, image_layout="fixed",
-              image_tokens=576, template="phi3", revision="4895eb736a5d05267826a2ad22df9305423399fb",
+              image_tokens=576, template="phi3", pad_to_square=True,
+              revision="4895eb736a5d05267826a2ad22df9305423399fb",
               note="closest Hugging Face-format checkpoint (xtuner converted Phi-3 to the Llama layout); the "
                    "paper's mucai/ checkpoint is in original LLaVA format. The pinned commit is a README "
                    "update seen in the hub's history, not checked against the weights"),
