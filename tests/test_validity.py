@@ -238,7 +238,8 @@ def test_registry_pads_llava_1_5_and_vip_llava_to_a_square_with_the_mean_colour(
     from helpers.models import REGISTRY, configure_processor
 
     padded = {n for n, s in REGISTRY.items() if s.pad_to_square}
-    assert padded == {"llava-v1.5-7b", "llava-v1.5-13b", "vip-llava-7b", "vip-llava-13b"}
+    assert padded == {"llava-v1.5-7b", "llava-v1.5-13b", "vip-llava-7b", "vip-llava-13b",
+                      "llava-1.5-llama-3-8b", "llava-1.5-phi-3-mini"}  # xtuner trained both on padded images
     proc = configure_processor(offline.build_processor("vip-llava-7b"), REGISTRY["vip-llava-7b"])
     assert proc.image_processor.do_pad and layout.image_geometry(proc, (240, 320)).layout == "pad"
     off = configure_processor(offline.build_processor("vip-llava-7b"), REGISTRY["vip-llava-7b"], pad_to_square=False)
