@@ -5,15 +5,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers import assemble, baselm, models, organisms
+from helpers import assemble, baselm, models, organisms, tasks
 
 pytestmark = pytest.mark.slow
 
@@ -251,15 +253,91 @@ def test_vision_tower_data_matches_its_recorded_digest():
 COMMITTED = sorted(p for p in organisms.ORGANISMS_DIR.glob("*") if (p / "organism.json").is_file())
 
 
-@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
-def test_committed_organism_loads_and_scores_as_its_card_says(folder):
-    """Rebuilt from the base LM plus its shipped parts, each organism gets, on the small fixed CI set, the
-    accuracy its card recorded (greedy answers on CPU are deterministic; one answer of slack per set)."""
-    card = json.loads((folder / "card.json").read_text())
+@pytest.fixture(scope="module", params=COMMITTED, ids=[p.name for p in COMMITTED])
+def committed(request) -> tuple[Path, dict, object, object]:
+    """One committed organism at a time, rebuilt from the base LM plus its shipped parts: ``(folder, card,
+    model, processor)`` (module scope: the tests that recompute its card share one load)."""
+    torch.set_num_threads(1)
+    folder = request.param
     model, processor = models.load(folder, check=False)
+    return folder, json.loads((folder / "card.json").read_text()), model, processor
+
+
+def test_committed_organism_loads_and_scores_as_its_card_says(committed):
+    """Each organism gets, on the small fixed CI set, the accuracy its card recorded (greedy answers on CPU are
+    deterministic; one answer of slack per set, for other CPUs' arithmetic)."""
+    folder, card, model, processor = committed
     got = organisms.evaluate(model, processor, seed=organisms.CI_SEED, samples=organisms.CI_SAMPLES)
+    assert set(got) == set(card["ci_check"]) == set(tasks.TASK_SETS)
     for name, recorded in card["ci_check"].items():
+        assert got[name]["n"] == organisms.CI_SAMPLES
         assert abs(got[name]["accuracy"] - recorded) <= 1 / got[name]["n"] + 1e-9, (name, got[name], recorded)
+
+
+def test_committed_organism_reads_the_image_as_its_card_says(committed):
+    """The card's alignment numbers (caption loss with the scene and with a blank image, 16 fresh scenes of
+    the held-out seed), recomputed by ``alignment_check``: the same to the card's 4 decimals (1e-3 slack for
+    other CPUs). About 25 s (SmolLM2) to 40 s (Gemma-3) on one thread."""
+    folder, card, model, processor = committed
+    got = organisms.alignment_check(model, processor, assemble.read_meta(folder)["template"])
+    assert got.keys() == card["alignment"].keys()
+    for key, recorded in card["alignment"].items():
+        assert abs(got[key] - recorded) <= 1e-3, (key, got[key], recorded)
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_card_numbers_follow_from_the_task_code(folder):
+    """Without the model: each held-out entry's ``n``, answer prior and chance are those of the samples
+    ``task_samples`` draws today for the card's seed; accuracy is a whole number of answers whose Wilson
+    interval is ``ci95``; counting's per-prompt accuracies add up to it over the drawn prompt kinds; the
+    head-map note counts the correct ranking samples; and the README's tables are the card's numbers."""
+    card = json.loads((folder / "card.json").read_text())
+    samples = {name: organisms.task_samples(name, card["held_out_seed"], card["samples"]) for name in tasks.TASK_SETS}
+    for image in ("scene", "blank"):  # the blank entries ask the same questions
+        assert list(card[image]) == list(tasks.TASK_SETS)
+        for name, e in card[image].items():
+            drawn = samples[name]
+            golds = [s.answer for s in drawn]
+            assert e["n"] == len(drawn) == card["samples"], (image, name)
+            assert e["prior"] == round(max(Counter(golds).values()) / len(golds), 4), (image, name)
+            assert e["chance"] == round(tasks.chance(name), 4), (image, name)
+            correct = round(e["accuracy"] * e["n"])
+            assert abs(correct - e["accuracy"] * e["n"]) < 0.01, (image, name, e["accuracy"])
+            assert tuple(e["ci95"]) == organisms.wilson(correct, e["n"]), (image, name)
+            if "by_prompt_kind" in e:
+                kinds = Counter(s.prompt_kind for s in drawn)
+                assert set(e["by_prompt_kind"]) == set(kinds)
+                per_kind = {k: e["by_prompt_kind"][k] * kinds[k] for k in kinds}
+                assert all(abs(v - round(v)) < 0.01 for v in per_kind.values()), per_kind
+                assert sum(round(v) for v in per_kind.values()) == correct, (image, per_kind, correct)
+    maps = card["head_maps"]
+    right = round(maps["accuracy"] * maps["samples"])
+    assert f"over {right} correct samples" in maps["detection_note"]
+    config = baselm.config(assemble.read_meta(folder)["base_lm"])
+    layers, heads = config.num_hidden_layers, config.num_attention_heads
+    assert card["attention"]["layer"] == list(range(layers))
+    assert np.shape(maps["detection"]) == np.shape(maps["weight"]) == (layers, heads)
+    a = card["attention"]
+    for w, u, ratio in zip(a["image_weight"], a["uniform_image_share"], a["image_vs_uniform"], strict=True):
+        assert abs(w / u - ratio) < 3e-4 and 0 <= w <= 1 and 0 < u <= 1
+    # the README's tables (held-out accuracy, attention per layer) are the card's numbers
+    wanted = organisms.card_text(assemble.read_meta(folder), card)
+    readme = card_tables((folder / "README.md").read_text())
+    assert readme == card_tables(wanted)
+    assert len(readme["## Held-out accuracy"]) == 3 and len(readme["## Attention before any masking"]) == layers
+
+
+def card_tables(text: str) -> dict[str, list[str]]:
+    """The data rows of a model card's held-out accuracy and attention tables, by section."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = next((s for s in ("## Held-out accuracy", "## Attention before any masking")
+                            if line.startswith(s)), "")
+        elif section and line.startswith("| ") and not line.startswith(("| task set", "| layer", "|---")):
+            out.setdefault(section, []).append(line)
+    return out
 
 
 def test_committed_organisms_have_cards_and_fit_the_size_budget():
