@@ -52,6 +52,22 @@ class Planned:
     key: str
 
 
+def extraction_settings(batch_size: int = 8, rows: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The settings of an extraction as the cache key sees them: ``batch_size``, ``rows``
+    (:func:`helpers.selection.rows_for`) and the other keywords of :func:`helpers.extract.head_results`."""
+    return {"batch_size": batch_size, "rows": rows_for(None, rows), **kwargs}
+
+
+def cache_key(model: str | Path | None, chosen: Sequence[Any], *, device: str | None = None, batch_size: int = 8,
+              rows: str | None = None, **kwargs: Any) -> str:
+    """The extraction-cache key :func:`extractions` uses for ``model`` (a notebook's ``MODEL`` parameter,
+    :func:`helpers.selection.resolve`) on the samples ``chosen`` under these settings: what the explorer
+    (``helpers.widgets``) looks up so that it reads the per-head scores the figure notebooks stored."""
+    choice = resolve(model, device)
+    return cache.key(choice.name, list(chosen), settings=extraction_settings(batch_size, rows, **kwargs),
+                     device=choice.device, quantization=choice.quantization)
+
+
 def plan(choice: ModelChoice, datasets: Sequence[str], *, n_samples: int, settings: Mapping[str, Any],
          data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
          offset: int = 0) -> list[Planned]:
@@ -65,16 +81,26 @@ def plan(choice: ModelChoice, datasets: Sequence[str], *, n_samples: int, settin
     return out
 
 
+def label(res: Results, model: Any) -> Results:
+    """Label ``res`` with ``model``'s family, hub id and note (as every cached extraction is); returns ``res``."""
+    spec = spec_of(model)
+    res.settings.update(family=spec.family, hub_id=spec.hub_id, note=spec.note)
+    return res
+
+
+def store(key: str, res: Results, *, settings: Mapping[str, Any]) -> None:
+    """Write ``res`` to the extraction cache under ``key``, described by its model, dataset, size and settings."""
+    cache.write(key, res, described={"model": res.model_name, "dataset": res.dataset, "n": len(res),
+                                     "settings": dict(settings)})
+
+
 def compute(model: Any, processor: Any, planned: Sequence[Planned], *, settings: Mapping[str, Any]) -> list[Results]:
     """Per-head results of one loaded model on each planned extraction (``extract.head_results``), labelled
     with the model's family, hub id and note, and stored in the extraction cache."""
-    spec = spec_of(model)
     out = []
     for p in planned:
-        res = extract.head_results(model, processor, p.samples, dataset=p.dataset, **settings)
-        res.settings.update(family=spec.family, hub_id=spec.hub_id, note=spec.note)
-        cache.write(p.key, res, described={"model": res.model_name, "dataset": p.dataset, "n": len(res),
-                                           "settings": dict(settings)})
+        res = label(extract.head_results(model, processor, p.samples, dataset=p.dataset, **settings), model)
+        store(p.key, res, settings=settings)
         out.append(res)
     return out
 
@@ -97,7 +123,7 @@ def extractions(model: str | Path | None, datasets: Sequence[str], *, n_samples:
     to :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ``image_tokens``, ...).
     """
     choice = resolve(model, device)
-    settings = {"batch_size": batch_size, "rows": rows_for(None, rows), **kwargs}
+    settings = extraction_settings(batch_size, rows, **kwargs)
     planned = plan(choice, datasets, n_samples=n_samples, settings=settings, data_files=data_files,
                    image_folder=image_folder, offset=offset)
     found = {p.key: cache.read(p.key) for p in planned}
