@@ -113,14 +113,16 @@ def _report(res: Results, source: str) -> None:
 def extractions(model: str | Path | None, datasets: Sequence[str], *, n_samples: int, batch_size: int = 8,
                 device: str | None = None, data_files: Mapping[str, Any] | None = None,
                 image_folder: str | Path | None = None, rows: str | None = None, offset: int = 0,
-                **kwargs: Any) -> list[Results]:
+                loaded: tuple[Any, Any] | None = None, **kwargs: Any) -> list[Results]:
     """One :class:`Results` per dataset for one model: read from the extraction cache (:mod:`helpers.cache`)
     where this model, these samples and these settings were extracted before, else computed (the model is
     loaded only when something is missing) and stored.
 
     Samples: the first ``n_samples`` of each dataset after ``offset`` (:func:`helpers.selection.samples`).
-    ``rows``: the captured attention row (:func:`helpers.selection.rows_for`). Other keyword arguments go
-    to :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ``image_tokens``, ...).
+    ``rows``: the captured attention row (:func:`helpers.selection.rows_for`). ``loaded``: ``(model,
+    processor)`` already loaded from ``model`` (a one-model notebook that also runs the model itself), used
+    for what is missing instead of loading it again. Other keyword arguments go to
+    :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ``image_tokens``, ...).
     """
     choice = resolve(model, device)
     settings = extraction_settings(batch_size, rows, **kwargs)
@@ -130,8 +132,9 @@ def extractions(model: str | Path | None, datasets: Sequence[str], *, n_samples:
     missing = [p for p in planned if found[p.key] is None]
     computed = {p.key for p in missing}
     if missing:
-        for loaded, processor in iter_models([choice.name], choice.device):
-            for p, res in zip(missing, compute(loaded, processor, missing, settings=settings), strict=True):
+        models = [loaded] if loaded is not None else iter_models([choice.name], choice.device)
+        for instance, processor in models:
+            for p, res in zip(missing, compute(instance, processor, missing, settings=settings), strict=True):
                 found[p.key] = res
                 _report(res, "computed")
     for p in planned:
