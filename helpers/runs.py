@@ -171,17 +171,20 @@ def load_saved(folder: str | Path) -> list[Results]:
 def collect(models: Sequence[str | None], datasets: Sequence[str], *, n_samples: int,
             results_dir: str | Path | None = None, batch_size: int = 8, device: str | None = None,
             data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
-            rows: str | None = None, **kwargs: Any) -> list[Results]:
+            rows: str | None = None, loaded: tuple[Any, Any] | None = None, **kwargs: Any) -> list[Results]:
     """One :class:`Results` per (model, dataset): read from ``results_dir`` when given, else :func:`extractions`
-    of each model in turn (from the extraction cache where possible).
+    of each model in turn (from the extraction cache where possible). ``loaded``: ``(model, processor)`` of
+    the one model in ``models``, already loaded (:func:`extractions`).
 
     Read: ``models`` and ``datasets`` are ignored; every sweep below ``results_dir`` is returned
     (:func:`load_saved`).
     """
     if results_dir is not None:
         return load_saved(results_dir)
+    if loaded is not None and len(models) != 1:
+        raise ValueError(f"loaded=(model, processor) is one model, but models names {len(models)}")
     out: list[Results] = []
     for name in models:
         out += extractions(name, datasets, n_samples=n_samples, batch_size=batch_size, device=device,
-                           data_files=data_files, image_folder=image_folder, rows=rows, **kwargs)
+                           data_files=data_files, image_folder=image_folder, rows=rows, loaded=loaded, **kwargs)
     return out

@@ -17,8 +17,8 @@ def sinks(first: list[float], ratio: list[float]) -> pd.DataFrame:
 def test_capture_findings_rules():
     ok = EagerCheck(2e-6, 1e-5, 0.0, True, 4, 1080, "float32")
     bad = EagerCheck(3e-3, 1e-5, 0.0, False, 4, 1080, "float32")
-    early = sinks([0.0, 0.5, 0.6, 0.7], [1.0, 3.0, 1.0, 0.5])  # median sink 0.55; peak at layer 1 (depth 1/3)
-    late = sinks([0.0, 0.1, 0.1, 0.3], [1.0, 1.0, 1.0, 2.0])   # median sink 0.1; peak at the last layer
+    early = sinks([0.0, 0.5, 0.6, 0.7], [1.0, 3.0, 0.8, 0.5])  # median sink 0.55; late layers 0.65 of uniform
+    late = sinks([0.0, 0.1, 0.1, 0.3], [1.0, 1.0, 1.0, 2.0])   # median sink 0.1; late layers 1.5 x uniform
     rows = findings.capture_findings(ok, {"a": early, "b": early})
     assert [r.agrees for r in rows] == [True, True, True]
     assert "over 2 task sets" in rows[1].measured and "0.550" in rows[1].measured
