@@ -121,8 +121,9 @@ def top_heads_in_box(res: Results, heads: Sequence[tuple[int, int]]) -> np.ndarr
     share of image attention inside the box (score ``region_share``) exceeds the box's share of the image
     tokens (``n_region_tokens / n_image_tokens``: what uniform attention over the image would give)."""
     layers, cols = zip(*heads, strict=True) if heads else ((), ())
-    share = np.nanmean(res.scores["region_share"][:, list(layers), list(cols)], axis=1) if heads else \
-        np.full(len(res), np.nan)
+    picked = res.scores["region_share"][:, list(layers), list(cols)]  # [samples, heads]
+    counted = np.isfinite(picked).sum(1)
+    share = np.where(counted > 0, np.nansum(picked, axis=1) / np.maximum(counted, 1), np.nan)
     uniform = res.table["n_region_tokens"].to_numpy(float) / res.table["n_image_tokens"].to_numpy(float)
     box = np.isfinite(share) & (res.table["n_region_tokens"].to_numpy() > 0)
     return share[box] > uniform[box]
