@@ -1,6 +1,9 @@
 """Interactive head explorer: pick heads on a layer x head map, see their attention on the image, mask them.
 
     explorer = widgets.HeadExplorer(model, processor, samples)   # runs the model once, caches the rows
+    explorer = widgets.HeadExplorer(model, processor, selection.samples("scenes-count", 96), show=6,
+                                    extraction_cache=True, source=MODEL, dataset="scenes-count")
+                                                                   # score map read from the extraction cache
     explorer.widget                                                # show it (last expression of a cell)
     explorer.pick(3, 1); explorer.mask_button.click()              # the same interactions from code
 
