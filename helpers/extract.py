@@ -249,6 +249,68 @@ def run_batch(model: Any, processor: Any, samples: Sequence[data.Sample], rows: 
                  Results(table, per_head, settings))
 
 
+@dataclass(frozen=True)
+class EagerCheck:
+    """Captured analysed rows against eager attention (:func:`eager_check`): ``max_abs_diff`` over the
+    compared rows, the tolerance (``atol`` + ``rtol`` x eager's value, as ``torch.testing.assert_close``),
+    ``agrees`` (every element within it), ``samples`` compared (those whose greedy answers are the same
+    under both kernels), ``rows`` compared (samples x layers x heads), ``dtype`` of the eager run."""
+
+    max_abs_diff: float
+    atol: float
+    rtol: float
+    agrees: bool
+    samples: int
+    rows: int
+    dtype: str
+
+
+def eager_check(model: Any, processor: Any, samples: Sequence[data.Sample], *, max_new_tokens: int = 4
+                ) -> EagerCheck:
+    """Does the capture (``helpers.capture.attention``, ``rows="answer"``) equal eager attention on this model?
+
+    One batch: greedy ``generate`` under capture, then the same ``generate`` with the language model switched
+    to eager attention and ``output_attentions=True``; per sample the eager row of its answer step
+    (``answer_steps``: step 0 = the prefill's last query row, step ``t`` = the decoding step's row) is compared
+    with the captured row ``[layers, heads, keys]`` over the keys it sees (the captured row is 0 beyond them).
+    Tolerance (as ``tests/test_capture.py``): float32 ``atol=1e-5, rtol=0``; half precision (4-bit models
+    compute in fp16/bf16, so eager rounds its probabilities) ``atol=1e-5, rtol=2e-2``.
+    """
+    samples = list(samples)
+    check_max_new_tokens(max_new_tokens, "answer")
+    inputs, _ = batch_inputs(model, processor, samples)
+    prompt_len = inputs["input_ids"].shape[1]
+    with torch.no_grad(), capture.attention(model, rows="answer", tokenizer=processor.tokenizer) as att:
+        ours = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    rows, steps = att.rows, att.answer_steps
+    lm = capture.language_model(model)
+    previous = lm.config._attn_implementation
+    lm.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            ref = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, output_attentions=True,
+                                 return_dict_in_generate=True)
+    finally:
+        lm.set_attn_implementation(previous)
+    dtype = ref.attentions[0][0].dtype
+    atol, rtol = 1e-5, (0.0 if dtype == torch.float32 else 2e-2)
+    worst, agrees, compared = 0.0, True, 0
+    for b in range(len(samples)):
+        n = min(ours.shape[1], ref.sequences.shape[1])
+        if not torch.equal(ours[b, :n].cpu(), ref.sequences[b, :n].cpu()):
+            continue
+        t = int(steps[b])
+        eager = torch.stack([layer[b, :, -1, :].float().cpu() for layer in ref.attentions[t]])  # [layers, heads, k]
+        got = rows[b]
+        keys = prompt_len + t
+        diff = (got[..., :keys] - eager[..., :keys]).abs()
+        worst = max(worst, float(diff.max()), float(got[..., keys:].abs().max()) if got.shape[-1] > keys else 0.0)
+        agrees &= bool((diff <= atol + rtol * eager[..., :keys].abs()).all())
+        compared += 1
+    return EagerCheck(worst, atol, rtol, agrees and compared > 0, compared, compared * rows.shape[1] * rows.shape[2],
+                      str(dtype).replace("torch.", ""))
+
+
 def reference_means(model: Any, processor: Any, samples: Sequence[data.Sample], *, batch_size: int = 16,
                     positions: str = "all") -> torch.Tensor:
     """Each head's mean output over ``samples`` (one prompt forward per batch; :class:`helpers.capture.head_means`):

@@ -114,6 +114,24 @@ class Results:
         """Per-layer mean over heads of :meth:`per_head` (NaN heads skipped): float32 ``[layers]``."""
         return np.nanmean(self.per_head(name, only_correct), axis=1)
 
+    def sink_table(self) -> pd.DataFrame:
+        """Attention sinks per layer, one row per layer: means over samples and heads of the captured row's
+        ``first_token`` share (score ``first_key_share``: the first visible key, the usual attention sink),
+        ``first_token_top`` (the layer's largest per-head mean of it), ``image_weight`` (``W``), ``uniform_share``
+        (``|V| / K``: what uniform attention over the ``K`` visible keys gives the ``|V|`` image tokens; per
+        sample ``W / weight_vs_uniform``, the same for every head) and ``weight_vs_uniform`` (mean of
+        ``W / (|V| / K)``; above 1: the layer prefers the image to uniform attention).
+        """
+        first = self.per_head("first_key_share")
+        ratio = self.scores["weight_vs_uniform"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uniform = np.nanmedian(np.where(ratio > 0, self.scores["weight"] / ratio, np.nan).reshape(len(self), -1),
+                                   axis=1)  # [samples]
+        return pd.DataFrame({"layer": np.arange(self.shape[0]), "first_token": np.nanmean(first, axis=1),
+                             "first_token_top": np.nanmax(first, axis=1), "image_weight": self.layer_profile("weight"),
+                             "uniform_share": float(np.nanmean(uniform)),
+                             "weight_vs_uniform": self.layer_profile("weight_vs_uniform")})
+
     def detection_score(self) -> np.ndarray:
         """The detection score ``[layers, heads]``: mean ``region_hits`` over correctly answered samples."""
         return self.per_head("region_hits", only_correct=True)

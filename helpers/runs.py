@@ -52,6 +52,22 @@ class Planned:
     key: str
 
 
+def extraction_settings(batch_size: int = 8, rows: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The settings of an extraction as the cache key sees them: ``batch_size``, ``rows``
+    (:func:`helpers.selection.rows_for`) and the other keywords of :func:`helpers.extract.head_results`."""
+    return {"batch_size": batch_size, "rows": rows_for(None, rows), **kwargs}
+
+
+def cache_key(model: str | Path | None, chosen: Sequence[Any], *, device: str | None = None, batch_size: int = 8,
+              rows: str | None = None, **kwargs: Any) -> str:
+    """The extraction-cache key :func:`extractions` uses for ``model`` (a notebook's ``MODEL`` parameter,
+    :func:`helpers.selection.resolve`) on the samples ``chosen`` under these settings: what the explorer
+    (``helpers.widgets``) looks up so that it reads the per-head scores the figure notebooks stored."""
+    choice = resolve(model, device)
+    return cache.key(choice.name, list(chosen), settings=extraction_settings(batch_size, rows, **kwargs),
+                     device=choice.device, quantization=choice.quantization)
+
+
 def plan(choice: ModelChoice, datasets: Sequence[str], *, n_samples: int, settings: Mapping[str, Any],
          data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
          offset: int = 0) -> list[Planned]:
@@ -65,16 +81,26 @@ def plan(choice: ModelChoice, datasets: Sequence[str], *, n_samples: int, settin
     return out
 
 
+def label(res: Results, model: Any) -> Results:
+    """Label ``res`` with ``model``'s family, hub id and note (as every cached extraction is); returns ``res``."""
+    spec = spec_of(model)
+    res.settings.update(family=spec.family, hub_id=spec.hub_id, note=spec.note)
+    return res
+
+
+def store(key: str, res: Results, *, settings: Mapping[str, Any]) -> None:
+    """Write ``res`` to the extraction cache under ``key``, described by its model, dataset, size and settings."""
+    cache.write(key, res, described={"model": res.model_name, "dataset": res.dataset, "n": len(res),
+                                     "settings": dict(settings)})
+
+
 def compute(model: Any, processor: Any, planned: Sequence[Planned], *, settings: Mapping[str, Any]) -> list[Results]:
     """Per-head results of one loaded model on each planned extraction (``extract.head_results``), labelled
     with the model's family, hub id and note, and stored in the extraction cache."""
-    spec = spec_of(model)
     out = []
     for p in planned:
-        res = extract.head_results(model, processor, p.samples, dataset=p.dataset, **settings)
-        res.settings.update(family=spec.family, hub_id=spec.hub_id, note=spec.note)
-        cache.write(p.key, res, described={"model": res.model_name, "dataset": p.dataset, "n": len(res),
-                                           "settings": dict(settings)})
+        res = label(extract.head_results(model, processor, p.samples, dataset=p.dataset, **settings), model)
+        store(p.key, res, settings=settings)
         out.append(res)
     return out
 
@@ -87,25 +113,28 @@ def _report(res: Results, source: str) -> None:
 def extractions(model: str | Path | None, datasets: Sequence[str], *, n_samples: int, batch_size: int = 8,
                 device: str | None = None, data_files: Mapping[str, Any] | None = None,
                 image_folder: str | Path | None = None, rows: str | None = None, offset: int = 0,
-                **kwargs: Any) -> list[Results]:
+                loaded: tuple[Any, Any] | None = None, **kwargs: Any) -> list[Results]:
     """One :class:`Results` per dataset for one model: read from the extraction cache (:mod:`helpers.cache`)
     where this model, these samples and these settings were extracted before, else computed (the model is
     loaded only when something is missing) and stored.
 
     Samples: the first ``n_samples`` of each dataset after ``offset`` (:func:`helpers.selection.samples`).
-    ``rows``: the captured attention row (:func:`helpers.selection.rows_for`). Other keyword arguments go
-    to :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ``image_tokens``, ...).
+    ``rows``: the captured attention row (:func:`helpers.selection.rows_for`). ``loaded``: ``(model,
+    processor)`` already loaded from ``model`` (a one-model notebook that also runs the model itself), used
+    for what is missing instead of loading it again. Other keyword arguments go to
+    :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ``image_tokens``, ...).
     """
     choice = resolve(model, device)
-    settings = {"batch_size": batch_size, "rows": rows_for(None, rows), **kwargs}
+    settings = extraction_settings(batch_size, rows, **kwargs)
     planned = plan(choice, datasets, n_samples=n_samples, settings=settings, data_files=data_files,
                    image_folder=image_folder, offset=offset)
     found = {p.key: cache.read(p.key) for p in planned}
     missing = [p for p in planned if found[p.key] is None]
     computed = {p.key for p in missing}
     if missing:
-        for loaded, processor in iter_models([choice.name], choice.device):
-            for p, res in zip(missing, compute(loaded, processor, missing, settings=settings), strict=True):
+        models = [loaded] if loaded is not None else iter_models([choice.name], choice.device)
+        for instance, processor in models:
+            for p, res in zip(missing, compute(instance, processor, missing, settings=settings), strict=True):
                 found[p.key] = res
                 _report(res, "computed")
     for p in planned:
@@ -142,17 +171,20 @@ def load_saved(folder: str | Path) -> list[Results]:
 def collect(models: Sequence[str | None], datasets: Sequence[str], *, n_samples: int,
             results_dir: str | Path | None = None, batch_size: int = 8, device: str | None = None,
             data_files: Mapping[str, Any] | None = None, image_folder: str | Path | None = None,
-            rows: str | None = None, **kwargs: Any) -> list[Results]:
+            rows: str | None = None, loaded: tuple[Any, Any] | None = None, **kwargs: Any) -> list[Results]:
     """One :class:`Results` per (model, dataset): read from ``results_dir`` when given, else :func:`extractions`
-    of each model in turn (from the extraction cache where possible).
+    of each model in turn (from the extraction cache where possible). ``loaded``: ``(model, processor)`` of
+    the one model in ``models``, already loaded (:func:`extractions`).
 
     Read: ``models`` and ``datasets`` are ignored; every sweep below ``results_dir`` is returned
     (:func:`load_saved`).
     """
     if results_dir is not None:
         return load_saved(results_dir)
+    if loaded is not None and len(models) != 1:
+        raise ValueError(f"loaded=(model, processor) is one model, but models names {len(models)}")
     out: list[Results] = []
     for name in models:
         out += extractions(name, datasets, n_samples=n_samples, batch_size=batch_size, device=device,
-                           data_files=data_files, image_folder=image_folder, rows=rows, **kwargs)
+                           data_files=data_files, image_folder=image_folder, rows=rows, loaded=loaded, **kwargs)
     return out

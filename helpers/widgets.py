@@ -1,16 +1,24 @@
 """Interactive head explorer: pick heads on a layer x head map, see their attention on the image, mask them.
 
     explorer = widgets.HeadExplorer(model, processor, samples)   # runs the model once, caches the rows
+    explorer = widgets.HeadExplorer(model, processor, selection.samples("scenes-count", 96), show=6,
+                                    extraction_cache=True, source=MODEL, dataset="scenes-count")
+                                                                   # score map read from the extraction cache
     explorer.widget                                                # show it (last expression of a cell)
     explorer.pick(3, 1); explorer.mask_button.click()              # the same interactions from code
 
 What runs when:
 
-- **Construction**: :func:`helpers.extract.run_batch` with ``keep_rows=True`` over ``samples`` (greedy
-  ``generate`` under ``helpers.capture.attention``, in batches of ``batch_size``; its :class:`helpers.extract.Batch`
-  record gives the images, geometries and region tokens, nothing is processed twice) and one forward pass for
-  the probability of each gold answer (:func:`answer_logprob`). Only the rows' image-token columns are
-  kept: per sample a float32 ``[layers, heads, image_tokens]`` array.
+- **Construction** (:func:`build_cache`): the per-head scores of ``samples`` (the score map) come from the
+  extraction cache (:mod:`helpers.cache`) when ``extraction_cache=True`` and a figure notebook stored them
+  with the same model, samples and settings (:func:`extraction_key`: the key of
+  :func:`helpers.runs.extractions`); else :func:`helpers.extract.run_batch` computes them in the batches of
+  :func:`helpers.extract.head_results` (and stores them there). What the cache cannot hold is run for the
+  first ``show`` samples: :func:`helpers.extract.run_batch` with ``keep_rows=True`` (greedy ``generate`` under
+  ``helpers.capture.attention``; its :class:`helpers.extract.Batch` record gives the images, geometries and
+  region tokens, nothing is processed twice) and one forward pass for the probability of each gold answer
+  (:func:`answer_logprob`). Only the rows' image-token columns are kept: per sample a float32
+  ``[layers, heads, image_tokens]`` array.
 - **Head, sample, score or view change**: re-rendered from the cached rows; the model is not called.
 - **"Mask selected heads and re-run"**: :func:`evaluate`: :func:`helpers.extract.answers` with the heads
   masked (one ``generate`` over ``samples``) and one masked forward for :func:`answer_logprob`: the new answer, the probability of the right answer and
@@ -45,15 +53,17 @@ multi-token answers and tokenizers that split off a leading space are covered.
 from __future__ import annotations
 
 import html
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import capture, data, extract, layout, metrics, plots
+from . import cache, capture, data, extract, layout, metrics, plots, runs
 from .models import spec_of
 from .results import Results, concat
 
@@ -146,10 +156,13 @@ def evaluate(model: Any, processor: Any, samples: Sequence[data.Sample], heads: 
 class Cache:
     """What the model produced once, for re-rendering without it.
 
-    ``results``: per-sample head scores; ``image_rows[i]``: float32 ``[layers, heads, image_tokens_i]``, the
-    captured row's attention on sample ``i``'s image tokens (in token order); ``geometries[i]``: their
-    footprints; ``region[i]``: bool ``[image_tokens_i]``, tokens covering the box; ``images[i]``: the image
-    the model saw (``[height, width, 3]`` uint8); ``baseline``: the unmasked :class:`Evaluation`.
+    ``results``: per-sample head scores of the samples shown; ``ranking``: per-head scores of all the samples
+    the explorer was given (the score map; the same as ``results`` unless ``show`` left some undrawn);
+    ``image_rows[i]``: float32 ``[layers, heads, image_tokens_i]``, the captured row's attention on shown sample
+    ``i``'s image tokens (in token order); ``geometries[i]``: their footprints; ``region[i]``: bool
+    ``[image_tokens_i]``, tokens covering the box; ``images[i]``: the image the model saw (``[height, width, 3]``
+    uint8); ``baseline``: the unmasked :class:`Evaluation`; ``source``: where the scores came from
+    (``"extraction cache"``, ``"computed, stored in the extraction cache"`` or ``"computed"``).
     """
 
     results: Results
@@ -159,27 +172,84 @@ class Cache:
     images: list[np.ndarray]
     baseline: Evaluation
     rows: str
+    ranking: Results | None = None
+    source: str = "computed"
+
+    def __post_init__(self) -> None:
+        if self.ranking is None:
+            self.ranking = self.results
+
+
+DEFAULT_NEW_TOKENS = inspect.signature(extract.run_batch).parameters["max_new_tokens"].default
+
+
+def extraction_key(source: str | Path | None, samples: Sequence[data.Sample], *, rows: str = "answer",
+                   batch_size: int = 8, max_new_tokens: int = DEFAULT_NEW_TOKENS) -> str:
+    """The extraction-cache key of these explorer settings: the key :func:`helpers.runs.extractions` uses
+    for model ``source`` (a notebook's ``MODEL`` parameter) on ``samples`` with ``batch_size`` and ``rows``
+    (``max_new_tokens`` joins the settings only when it is not the extraction's default, as there)."""
+    extra = {} if max_new_tokens == DEFAULT_NEW_TOKENS else {"max_new_tokens": max_new_tokens}
+    return runs.cache_key(source, samples, batch_size=batch_size, rows=rows, **extra)
+
+
+def cached_results(key: str, samples: Sequence[data.Sample]) -> Results | None:
+    """The extraction cache's per-head :class:`Results` under ``key`` (:func:`helpers.cache.read`) when they hold
+    exactly ``samples`` in order, else None (never stored, cache off, or other samples)."""
+    found = cache.read(key)
+    if found is None or found.table["sample_id"].tolist() != [s.id for s in samples]:
+        return None
+    return found
 
 
 def build_cache(model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
-                batch_size: int = 8, max_new_tokens: int = 4) -> Cache:
-    """Run ``samples`` once (:func:`helpers.extract.run_batch`, ``keep_rows=True``) and keep what the explorer shows."""
+                batch_size: int = 8, max_new_tokens: int = DEFAULT_NEW_TOKENS, *, show: int | None = None,
+                cache_key: str | None = None, dataset: str = "") -> Cache:
+    """Run what the explorer needs once and keep it.
+
+    Per-head scores of all ``samples`` (the score map): read from the extraction cache when ``cache_key``
+    (:func:`extraction_key`) holds them, so the explorer shows the numbers the figure notebooks computed;
+    else computed with :func:`helpers.extract.run_batch` in the batches :func:`helpers.extract.head_results`
+    uses (identical scores) and, with a ``cache_key``, stored there for the other notebooks (labelled
+    ``dataset``, as :func:`helpers.runs.extractions` labels them). The attention rows the cache cannot hold
+    are kept for the first ``show`` samples (default all): ``keep_rows=True`` in the same batches, and one
+    forward pass per batch for the probability of each gold answer (:func:`answer_logprob`). On a cache hit
+    only the batches of the shown samples run.
+    """
+    samples = list(samples)
+    show = len(samples) if show is None else show
+    if isinstance(show, bool) or not isinstance(show, int) or not 1 <= show <= len(samples):
+        raise ValueError(f"show={show!r}: how many samples are drawn, an int from 1 to {len(samples)}")
+    found = cached_results(cache_key, samples) if cache_key is not None else None
     parts, image_rows, geometries, region, images, probs = [], [], [], [], [], []
-    for start in range(0, len(samples), batch_size):
-        chosen = list(samples[start:start + batch_size])
+    stop = len(samples) if found is None else show
+    for start in range(0, stop, batch_size):
+        chosen = samples[start:start + batch_size]
+        drawn = start < show
         batch = extract.run_batch(model, processor, chosen, rows=rows, max_new_tokens=max_new_tokens,
-                                  indices=range(start, start + len(chosen)), keep_rows=True)
+                                  indices=range(start, start + len(chosen)), keep_rows=drawn)
         parts.append(batch.results)
-        for i, image in enumerate(batch.images):
+        if not drawn:
+            continue
+        for i, image in enumerate(batch.images[:show - start]):
             image_rows.append(batch.image_rows(i).numpy())
             geometries.append(batch.geometries[i])
             region.append(batch.region_tokens(i).numpy())
             images.append(np.asarray(image))
-        probs.append(np.exp(answer_logprob(model, processor, batch.samples)))
-    results = concat(parts)
+        probs.append(np.exp(answer_logprob(model, processor, batch.samples[:show - start])))
+    if found is not None:
+        ranking, source = found, "extraction cache"
+    else:
+        ranking = runs.label(concat(parts), model)
+        ranking.settings.update(dataset=dataset, batch_size=batch_size)
+        source = "computed"
+        if cache_key is not None:
+            extra = {} if max_new_tokens == DEFAULT_NEW_TOKENS else {"max_new_tokens": max_new_tokens}
+            runs.store(cache_key, ranking, settings=runs.extraction_settings(batch_size, rows, **extra))
+            source = "computed, stored in the extraction cache"
+    results = ranking.select(np.arange(len(ranking)) < show)
     baseline = Evaluation(results.table["prediction"].tolist(), results.table["correct"].to_numpy(dtype=bool),
                           np.concatenate(probs))
-    return Cache(results, image_rows, geometries, region, images, baseline, rows)
+    return Cache(results, image_rows, geometries, region, images, baseline, rows, ranking, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,11 +337,18 @@ class HeadExplorer:
         top_k: how many top heads are listed.
         grid: show a clickable button per head: ``"auto"`` (when layers x heads <= 256), True or False.
         batch_size, max_new_tokens: for the model runs.
+        show: how many of ``samples`` (the first) are drawn and masked; default all. The score map covers all.
+        extraction_cache: read the per-head scores of ``samples`` from the extraction cache
+            (:mod:`helpers.cache`) where a figure notebook stored them, or store them there
+            (:func:`build_cache`); the key is :func:`extraction_key` of ``source`` (the ``MODEL`` parameter the
+            model was loaded from, None: the hardware default). ``samples`` are then the samples of a task set
+            as :func:`helpers.selection.samples` gives them, and ``dataset`` its name (the stored label).
     """
 
     def __init__(self, model: Any, processor: Any, samples: Sequence[data.Sample], rows: str = "answer",
                  ranking: Results | None = None, top_k: int = 8, grid: bool | str = "auto",
-                 batch_size: int = 8, max_new_tokens: int = 4):
+                 batch_size: int = 8, max_new_tokens: int = DEFAULT_NEW_TOKENS, *, show: int | None = None,
+                 extraction_cache: bool = False, source: str | Path | None = None, dataset: str = ""):
         samples = list(samples)
         if not samples:
             raise ValueError("HeadExplorer: samples is empty; pass a few Sample objects, e.g. "
@@ -283,10 +360,13 @@ class HeadExplorer:
         for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"HeadExplorer({name}={value!r}): must be an int >= 1")
-        self.model, self.processor, self.samples = model, processor, samples
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
-        self.cache = build_cache(model, processor, samples, rows, batch_size, max_new_tokens)
-        self.ranking = ranking if ranking is not None else self.cache.results
+        key = (extraction_key(source, samples, rows=rows, batch_size=batch_size, max_new_tokens=max_new_tokens)
+               if extraction_cache else None)
+        self.cache = build_cache(model, processor, samples, rows, batch_size, max_new_tokens, show=show,
+                                 cache_key=key, dataset=dataset)
+        self.model, self.processor, self.samples = model, processor, samples[:len(self.cache.images)]
+        self.ranking = ranking if ranking is not None else self.cache.ranking
         if self.ranking.shape != self.cache.results.shape:
             raise ValueError(f"HeadExplorer: ranking has {self.ranking.shape} (layers, heads) but the model has "
                              f"{self.cache.results.shape}; pass results of the same model")
@@ -370,7 +450,8 @@ class HeadExplorer:
         key = (self.score.value, tuple(heads))
         if key != self._score_key:  # the map does not depend on the sample or the view
             self.score_image.value = plots.figure_png(plots.head_score_figure(
-                scores, heads, title=f"{self.score.value} · {self.ranking.dataset or 'explorer samples'}"))
+                scores, heads, title=f"{spec_of(self.model).name} · {self.ranking.dataset or 'explorer samples'}"
+                                     f" · {self.score.value}"))
             self._score_key = key
         fig, weight, in_box = self._attention(i, heads)
         self.attention_image.value = plots.figure_png(fig)
@@ -442,9 +523,12 @@ class HeadExplorer:
 
         spec = spec_of(self.model)
         res = self.cache.results
+        ranked = self.ranking
         self.header = w.HTML(
             f"<b>{html.escape(spec.name)}</b> · {self.n_layers} layers x {self.n_heads} heads · {len(self.samples)} "
-            f"samples, accuracy {res.accuracy:.0%}{' · ' + html.escape(spec.note) if spec.note else ''}")
+            f"samples shown, accuracy {res.accuracy:.0%} · score map: {len(ranked)} samples"
+            f"{' of ' + html.escape(ranked.dataset) if ranked.dataset else ''} ({html.escape(self.cache.source)})"
+            f"{' · ' + html.escape(spec.note) if spec.note else ''}")
         self.sample = w.Dropdown(options=[(f"{i}: {s.id} (gold {s.answer}, said {res.table.prediction[i]!r})", i)
                                           for i, s in enumerate(self.samples)], value=0, description="sample")
         self.score = w.Dropdown(options=[(v, k) for k, v in SCORE_CHOICES.items()],

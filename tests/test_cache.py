@@ -65,3 +65,20 @@ def test_cache_off_and_corrupt_files_recompute(cache_dir, monkeypatch, capsys):
     assert "computing again" in capsys.readouterr().out
     monkeypatch.setenv(cache.CACHE_ENV, "off")
     assert cache.folder() is None and cache.read(k) is None
+
+
+def test_extractions_use_a_loaded_model_instead_of_loading_it(cache_dir, monkeypatch):
+    from helpers.models import load
+
+    model, processor = load(TOY)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded again although it was given")
+
+    monkeypatch.setattr(runs, "iter_models", no_loading)
+    given = runs.collect([TOY], ["shapes"], n_samples=2, batch_size=2, loaded=(model, processor))[0]
+    assert runs.cache_key(TOY, selection.samples("shapes", 2), batch_size=2) == next(cache_dir.glob("*.json")).stem
+    np.testing.assert_array_equal(runs.extractions(TOY, ["shapes"], n_samples=2, batch_size=2)[0].scores["weight"],
+                                  given.scores["weight"])
+    with pytest.raises(ValueError, match="one model"):
+        runs.collect([TOY, TOY], ["shapes"], n_samples=2, loaded=(model, processor))

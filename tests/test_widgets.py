@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import capture, data, layout, models, offline, plots, widgets
+from helpers import cache, capture, data, extract, layout, models, offline, plots, runs, selection, widgets
 
 matplotlib.use("Agg")
 
@@ -230,3 +230,46 @@ def test_figures_render_to_png():
     shown = png_array(plots.figure_png(plots.head_attention_figure(np.zeros((20, 30, 3), np.uint8), heat,
                                                                    boxes=[(2, 2, 12, 12)])))
     assert plain.shape == shown.shape and (plain != shown).any()
+
+
+def test_explorer_scores_come_from_the_extraction_cache(llava, samples, tmp_path, monkeypatch):
+    """About 8 s: a miss computes and stores the scores of all samples (rows for the shown ones only); a hit reads
+    them back and runs only the shown samples' batch; the key is the one runs.extractions uses."""
+    model, processor = llava
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    key = "explorer-test-key"
+    first = widgets.build_cache(model, processor, samples, batch_size=2, show=1, cache_key=key, dataset="shapes")
+    assert first.source == "computed, stored in the extraction cache"
+    assert len(first.ranking) == 3 and len(first.results) == 1 and len(first.image_rows) == 1
+    direct = extract.head_results(model, processor, samples, batch_size=2, dataset="shapes")
+    for name in ("weight", "concentration", "region_hits"):
+        np.testing.assert_array_equal(first.ranking.scores[name], direct.scores[name])
+    stored = cache.read(key)
+    assert stored is not None and stored.dataset == "shapes" and stored.settings["batch_size"] == 2
+
+    stored.scores["weight"] = np.full_like(stored.scores["weight"], 0.5)  # marked: the explorer shows the cache
+    cache.write(key, stored)
+    counter = CallCounter(model)
+    try:
+        hit = widgets.build_cache(model, processor, samples, batch_size=2, show=1, cache_key=key)
+    finally:
+        counter.handle.remove()
+    assert hit.source == "extraction cache" and (hit.ranking.scores["weight"] == 0.5).all()
+    assert len(hit.image_rows) == 1 and hit.image_rows[0].shape == (2, 4, 576)
+    np.testing.assert_allclose(hit.image_rows[0].sum(-1), direct.scores["weight"][0], rtol=1e-5, atol=1e-6)
+    assert counter.calls <= 4 + 1  # one batch: prefill + 3 decoding steps at most, and one forward for P(gold)
+    assert widgets.cached_results(key, samples[:2]) is None  # other samples: not these results
+
+    with pytest.raises(ValueError, match="show=4"):
+        widgets.build_cache(model, processor, samples, show=4)
+
+
+def test_extraction_key_is_the_key_of_runs_extractions():
+    chosen = selection.samples("scenes-count", 6)
+    planned = runs.plan(selection.resolve("llava-v1.5-7b", "cpu"), ["scenes-count"], n_samples=6,
+                        settings=runs.extraction_settings())
+    assert widgets.extraction_key("llava-v1.5-7b", chosen) == planned[0].key
+    longer = runs.plan(selection.resolve("llava-v1.5-7b", "cpu"), ["scenes-count"], n_samples=6,
+                       settings=runs.extraction_settings(max_new_tokens=6))
+    assert widgets.extraction_key("llava-v1.5-7b", chosen, max_new_tokens=6) == longer[0].key
+    assert widgets.extraction_key("llava-v1.5-7b", chosen, rows="prompt_end") != planned[0].key

@@ -14,8 +14,9 @@ then runs pytest, which collects this file. ``VH_CHROMIUM`` overrides the browse
 ``/usr/bin/chromium``, else ``chromium`` on PATH). The kernel is the ``python3`` kernel of the test's
 Python; ``PYTHONPATH`` is set to the repository so the kernel imports this checkout's ``helpers``.
 
-Slow (50-70 s measured on the shared 2-core machine under load: JupyterLab and Chromium start, the notebook loads the
-embedded default model and runs 3 samples): the one browser test of the suite.
+Slow (90 s measured on the shared 2-core machine under load: JupyterLab and Chromium start, the notebook loads the
+CPU default organism, reads its score map from the extraction cache or computes it, and runs the shown samples):
+the one browser test of the suite.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def wait_for_server(proc: subprocess.Popen, url: str, log: Path, timeout: float 
 
 
 def test_explorer_notebook_renders_and_reacts_in_jupyterlab(tmp_path):
-    """Slow (50-70 s): JupyterLab + headless Chromium + the notebook's model run; see the module docstring."""
+    """Slow (about 90 s): JupyterLab + headless Chromium + the notebook's model runs; see the module docstring."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
