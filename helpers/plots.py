@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .env import figure_dir
+from .metrics import wilson_interval
 
 if TYPE_CHECKING:
     import torch
@@ -74,13 +75,15 @@ def pointqa_examples(samples: list, n_records: int = 3, title: str | None = None
 
 
 def attention_vs_concentration(results: list, only_correct: bool = False, share_axes: bool = True,
-                               cmap: str = "viridis") -> matplotlib.figure.Figure:
+                               cmap: str = "viridis", title: str | None = None) -> matplotlib.figure.Figure:
     """Figure 1: attention weight on the image (x) vs concentration (y), one point per head.
 
     ``results``: :class:`helpers.results.Results`, one per (model, dataset); panels form a grid
     with one row per model and one column per dataset, in order of first appearance. Each point is
     one (layer, head), its coordinates the means over samples (``only_correct``: over correctly
-    answered samples only), its colour the layer. Each panel title ends with the accuracy.
+    answered samples only; :meth:`Results.per_head` defaults, so concentration is ``W``-weighted), its colour
+    the layer. Each panel title names the model and the data set and ends with the accuracy and its 95% Wilson
+    interval. ``title``: the figure's title.
     """
     import matplotlib.pyplot as plt
 
@@ -96,7 +99,10 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
         layers, heads = r.shape
         layer = [lyr for lyr in range(layers) for _ in range(heads)]
         scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))
-        ax.set_title(f"{r.model_name}\n{r.dataset} · acc {r.accuracy:.1%}", fontsize=8.5)
+        correct, n = int(r.correct_mask().sum()), len(r)
+        low, high = wilson_interval(correct, n)
+        ax.set_title(f"{r.model_name}\n{r.dataset} · acc {correct / max(n, 1):.2f} [{low:.2f}, {high:.2f}]",
+                     fontsize=8.5)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("attention weight on image")
@@ -105,6 +111,8 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
     for ax in axes.flat:
         if not ax.collections:
             ax.axis("off")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     if scatter is not None:
         fig.colorbar(scatter, ax=axes, label="layer", shrink=0.6, fraction=0.03)

@@ -87,7 +87,7 @@ def _report(res: Results, source: str) -> None:
 def extractions(model: str | Path | None, datasets: Sequence[str], *, n_samples: int, batch_size: int = 8,
                 device: str | None = None, data_files: Mapping[str, Any] | None = None,
                 image_folder: str | Path | None = None, rows: str | None = None, offset: int = 0,
-                **kwargs: Any) -> list[Results]:
+                loaded: tuple[Any, Any] | None = None, **kwargs: Any) -> list[Results]:
     """One :class:`Results` per dataset for one model: read from the extraction cache (:mod:`helpers.cache`)
     where this model, these samples and these settings were extracted before, else computed (the model is
     loaded only when something is missing) and stored.
@@ -95,6 +95,9 @@ def extractions(model: str | Path | None, datasets: Sequence[str], *, n_samples:
     Samples: the first ``n_samples`` of each dataset after ``offset`` (:func:`helpers.selection.samples`).
     ``rows``: the captured attention row (:func:`helpers.selection.rows_for`). Other keyword arguments go
     to :func:`helpers.extract.head_results` (``k``, ``max_new_tokens``, ``image_tokens``, ...).
+    ``loaded``: ``(model, processor)`` already loaded for ``model`` (what :func:`helpers.selection.load_default`
+    returned for the same ``model`` and ``device``): used for what is missing instead of loading it again; the
+    cache key stays that of ``model``.
     """
     choice = resolve(model, device)
     settings = {"batch_size": batch_size, "rows": rows_for(None, rows), **kwargs}
@@ -104,8 +107,8 @@ def extractions(model: str | Path | None, datasets: Sequence[str], *, n_samples:
     missing = [p for p in planned if found[p.key] is None]
     computed = {p.key for p in missing}
     if missing:
-        for loaded, processor in iter_models([choice.name], choice.device):
-            for p, res in zip(missing, compute(loaded, processor, missing, settings=settings), strict=True):
+        for model_now, processor in [loaded] if loaded is not None else iter_models([choice.name], choice.device):
+            for p, res in zip(missing, compute(model_now, processor, missing, settings=settings), strict=True):
                 found[p.key] = res
                 _report(res, "computed")
     for p in planned:
