@@ -13,7 +13,7 @@ be decided at this sample size (the interval includes both answers) or the paper
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -110,3 +110,24 @@ def split_relation(model: str, split: dict, *, claim: str, paper: str, expect: i
                 f"{_interval(s['diff'], s['diff_low'], s['diff_high'])} "
                 f"({s['high_correct']}/{s['high_n']} vs {s['low_correct']}/{s['low_n']})")
     return Finding(claim, paper, measured, _sign(s["diff_low"], s["diff_high"], expect))
+
+
+def balanced(label: str, counts: Mapping[str, int], chance: float, *, paper: str) -> Finding:
+    """"``label``'s answers are balanced": the most frequent answer's share of ``counts`` (answer -> samples)
+    with its 95% Wilson interval. Verdict, fixed before looking: agrees when the interval includes ``chance``
+    (the share every answer has in a balanced set) or lies below it, disagrees when it lies above it, so that
+    always giving that answer beats guessing."""
+    top, k = max(counts.items(), key=lambda item: item[1])
+    n = sum(counts.values())
+    return Finding(f"{label}: no answer is favoured (guessing gives {chance:.3f})", paper,
+                   f"most frequent answer {top!r}: {rate(k, n)}", above(k, n, chance) is not True)
+
+
+def box_needed(label: str, correct: int, n: int, *, paper: str) -> Finding:
+    """"On ``label`` a reader of the whole image who cannot find the box answers fewer than half right" (so a
+    model far above that reads the box): ``correct`` of ``n`` right with the best whole-image guess. Verdict,
+    fixed before looking: agrees when the 95% Wilson interval lies at or below 0.5, disagrees when it lies above it,
+    undecided when it includes it."""
+    verdict = above(correct, n, 0.5)
+    return Finding(f"{label}: the box is needed (whole-image guess < 0.5)", paper,
+                   f"largest-group guess {rate(correct, n)}", None if verdict is None else not verdict)

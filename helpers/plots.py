@@ -74,6 +74,34 @@ def pointqa_examples(samples: list, n_records: int = 3, title: str | None = None
     return fig
 
 
+def sample_examples(samples: Sequence[Any], title: str | None = None, width: int = 34) -> matplotlib.figure.Figure:
+    """One column per sample: the image as the model sees it (:meth:`helpers.data.Sample.model_image`: a visual
+    prompt's box drawn), and under it the data set, the question, the options (lettered) and the gold answer,
+    wrapped at ``width`` characters. ``samples``: :class:`helpers.data.Sample` objects of any task set."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    if not samples:
+        raise ValueError("no samples to show")
+    fig, axes = plt.subplots(2, len(samples), figsize=(3.3 * len(samples), 6.2), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 0.9]})
+    for (img_ax, text_ax), s in zip(axes.T, samples, strict=True):
+        img_ax.imshow(s.model_image())
+        img_ax.set_title(f"{s.benchmark} ({s.prompt_kind} prompt)", fontsize=9)
+        img_ax.set_xticks([])
+        img_ax.set_yticks([])
+        lines = textwrap.wrap(s.question, width)
+        lines += [f"{chr(65 + i)}. {o}" for i, o in enumerate(s.options)]
+        lines.append(f"gold: {s.answer}")
+        text_ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8.5)
+        text_ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def attention_vs_concentration(results: list, only_correct: bool = False, share_axes: bool = True,
                                cmap: str = "viridis", title: str | None = None) -> matplotlib.figure.Figure:
     """Figure 1: attention weight on the image (x) vs concentration (y), one point per head.

@@ -323,6 +323,16 @@ def chance(task_set: str, *, max_count: int = 6) -> float:
     return levels[task_set]
 
 
+def largest_group_guess(sample: data.Sample) -> str:
+    """The answer of a reader who counts the whole image but cannot find the box: the size of the largest group
+    of one kind and colour in the sample's scene (``meta["group_sizes"]``), as a string. On the counting set it
+    is the best single whole-image guess (``data/scenes-count/README.md``, "Routes around the box")."""
+    sizes = sample.meta.get("group_sizes")
+    if not sizes:
+        raise KeyError(f"sample {sample.id}: no meta['group_sizes']; load it with helpers.data.load_scenes_count")
+    return str(max(int(v) for v in sizes.values()))
+
+
 _ONE: dict[str, tuple[Callable[..., list[data.Sample]], Callable[[], dict[str, Any]]]] = {
     "scenes-count": (_count_one, lambda: {"question_kinds": data.QUESTION_KINDS,
                                           "prompt_kinds": data.PROMPT_KINDS, "expand": False,

@@ -106,3 +106,35 @@ def test_extractions_use_a_loaded_model_instead_of_loading(tmp_path, monkeypatch
     first = runs.extractions(toy, ["shapes"], n_samples=4, batch_size=4, loaded=loaded)[0]
     again = runs.extractions(toy, ["shapes"], n_samples=4, batch_size=4)[0]  # read back under the model's key
     assert len(first) == 4 and np.array_equal(first.scores["weight"], again.scores["weight"])
+
+
+def test_largest_group_guess_and_data_findings():
+    from helpers import data, tasks
+
+    counts = [s for s in data.load_scenes_count(limit=60, question_kinds=["general"], prompt_kinds=["visual"])]
+    guesses = [tasks.largest_group_guess(s) == s.answer for s in counts]
+    assert 0 < sum(guesses) < len(guesses)  # the balanced layout: the largest group is the target only sometimes
+    sample = counts[0]
+    sample.meta["group_sizes"] = {"blue circle": 2, "green square": 6, "cyan diamond": 1}
+    assert tasks.largest_group_guess(sample) == "6"
+    with pytest.raises(KeyError, match="group_sizes"):
+        tasks.largest_group_guess(data.Sample("x", None, "q", "1", "p", "b", "count"))
+    assert findings.box_needed("c", 10, 100, paper="[ours] p").agrees is True
+    assert findings.box_needed("c", 90, 100, paper="[ours] p").agrees is False
+    assert findings.balanced("c", {"yes": 50, "no": 50}, 0.5, paper="p").agrees is True
+    assert findings.balanced("c", {"yes": 95, "no": 5}, 0.5, paper="p").agrees is False
+
+
+def test_sample_examples_draws_one_column_per_sample():
+    import matplotlib
+
+    from helpers import data, plots
+
+    matplotlib.use("Agg")
+    pope = data.load_scenes_pope(limit=1)[0]
+    choice = data.load_scenes_choice(limit=1)[0]
+    fig = plots.sample_examples([pope, choice], title="t")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert len(fig.axes) == 4 and any("A. " in t for t in texts) and any(f"gold: {pope.answer}" in t for t in texts)
+    with pytest.raises(ValueError):
+        plots.sample_examples([])
