@@ -84,8 +84,8 @@ def sample_examples(samples: Sequence[Any], title: str | None = None, width: int
 
     if not samples:
         raise ValueError("no samples to show")
-    fig, axes = plt.subplots(2, len(samples), figsize=(3.3 * len(samples), 6.2), squeeze=False,
-                             gridspec_kw={"height_ratios": [1, 0.9]})
+    fig, axes = plt.subplots(2, len(samples), figsize=(3.3 * len(samples), 5.0), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 0.5]})
     for (img_ax, text_ax), s in zip(axes.T, samples, strict=True):
         img_ax.imshow(s.model_image())
         img_ax.set_title(f"{s.benchmark} ({s.prompt_kind} prompt)", fontsize=9)

@@ -138,3 +138,15 @@ def test_sample_examples_draws_one_column_per_sample():
     assert len(fig.axes) == 4 and any("A. " in t for t in texts) and any(f"gold: {pope.answer}" in t for t in texts)
     with pytest.raises(ValueError):
         plots.sample_examples([])
+
+
+def test_task_set_summary_counts_records_once():
+    from helpers import data, tasks
+
+    count = data.load_scenes_count(limit=4)
+    pope = data.load_scenes_pope(category=None, limit=6)
+    table = tasks.summary({"scenes-count": count, "scenes-pope": pope}).set_index("task_set")
+    assert table.loc["scenes-count", "samples"] == 24 and table.loc["scenes-count", "records"] == 4
+    assert sum(table.loc["scenes-count", "answers"].values()) == 4
+    assert table.loc["scenes-count", "kinds"]["general/visual"] == 4
+    assert table.loc["scenes-pope", "chance"] == 0.5 and sum(table.loc["scenes-pope", "answers"].values()) == 6
