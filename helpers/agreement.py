@@ -319,9 +319,13 @@ def score_correlation(res: Results, a: str, b: str, *, n_boot: int = 200, seed: 
     Maps: :meth:`Results.per_head` with its defaults over all samples (``W``-weighted for concentration and
     effective tokens; ``region_hits`` averaged over the boxed samples, correct or not: a choice, so that a
     model that answers few counts right still has a map). Interval: percentiles 2.5 / 97.5 of the correlation
-    over ``n_boot`` resamples of the samples with replacement (``numpy.random.default_rng(seed)``); heads are
-    not resampled, so it measures sampling noise, not how general the relation is over heads. Returns
-    ``rho``, ``low``, ``high``, ``heads`` (heads with both scores defined) and ``samples``.
+    over ``n_boot`` resamples of the records with replacement (``numpy.random.default_rng(seed)``): a
+    PointQA-style record (sample ids ``"{record}:{question kind}:{prompt kind}"``) is resampled whole, since its
+    samples share the image; other samples are their own record. Heads are not resampled, so the interval
+    measures sampling noise, not how general the relation is over heads. Resampling repeats samples, which makes
+    the per-head maps noisier and pulls the resampled correlations towards 0: the interval is conservative
+    (wider on the side of 0). Returns ``rho``, ``low``, ``high``, ``heads`` (heads with both scores defined),
+    ``samples`` and ``records``.
     """
     missing = [s for s in (a, b) if s not in res.scores]
     if missing:
@@ -337,9 +341,12 @@ def score_correlation(res: Results, a: str, b: str, *, n_boot: int = 200, seed: 
 
     full_a, full_b = res.per_head(a), res.per_head(b)
     heads = int((~(np.isnan(full_a) | np.isnan(full_b))).sum())
+    record = res.table["sample_id"].astype(str).str.split(":").str[0].to_numpy()
+    members = [np.flatnonzero(record == r) for r in dict.fromkeys(record)]
     rng = np.random.default_rng(seed)
-    boot = np.array([rho(rng.integers(0, len(res), len(res))) for _ in range(n_boot)]) if len(res) > 1 else []
-    boot = np.asarray(boot, dtype=float)
+    boot = np.array([rho(np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))]))
+                     for _ in range(n_boot if len(members) > 1 else 0)], dtype=float)
     boot = boot[~np.isnan(boot)]
     low, high = (np.percentile(boot, [2.5, 97.5]) if len(boot) else (float("nan"), float("nan")))
-    return {"rho": rho(slice(None)), "low": float(low), "high": float(high), "heads": heads, "samples": len(res)}
+    return {"rho": rho(slice(None)), "low": float(low), "high": float(high), "heads": heads, "samples": len(res),
+            "records": len(members)}

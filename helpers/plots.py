@@ -110,8 +110,9 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
     with one row per model and one column per dataset, in order of first appearance. Each point is
     one (layer, head), its coordinates the means over samples (``only_correct``: over correctly
     answered samples only; :meth:`Results.per_head` defaults, so concentration is ``W``-weighted), its colour
-    the layer. Each panel title names the model and the data set and ends with the accuracy and its 95% Wilson
-    interval. ``title``: the figure's title.
+    the layer's normalised depth (layer / last layer, so models of different depth share one colour bar). Each
+    panel title names the model and the data set and ends with the accuracy and its 95% Wilson interval.
+    ``title``: the figure's title.
     """
     import matplotlib.pyplot as plt
 
@@ -125,8 +126,8 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
         w = r.per_head("weight", only_correct).flatten()
         c = r.per_head("concentration", only_correct).flatten()
         layers, heads = r.shape
-        layer = [lyr for lyr in range(layers) for _ in range(heads)]
-        scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))
+        depth = [lyr / max(layers - 1, 1) for lyr in range(layers) for _ in range(heads)]
+        scatter = ax.scatter(w, c, c=depth, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=1)
         correct, n = int(r.correct_mask().sum()), len(r)
         low, high = wilson_interval(correct, n)
         ax.set_title(f"{r.model_name}\n{r.dataset} · acc {correct / max(n, 1):.2f} [{low:.2f}, {high:.2f}]",
@@ -143,7 +144,7 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
         fig.suptitle(title)
     fig.tight_layout()
     if scatter is not None:
-        fig.colorbar(scatter, ax=axes, label="layer", shrink=0.6, fraction=0.03)
+        fig.colorbar(scatter, ax=axes, label="depth (layer / last layer)", shrink=0.6, fraction=0.03)
     return fig
 
 

@@ -338,7 +338,7 @@ def read(path: str | Path) -> Results:
         scores = {}
         for name in [c for c in table.column_names if c.startswith("score.")]:
             col = table.column(name).combine_chunks()
-            scores[name.removeprefix("score.")] = col.flatten().to_numpy().reshape(len(table), layers, heads)
+            scores[name.removeprefix("score.")] = np.array(col.flatten().to_numpy().reshape(len(table), layers, heads))  # writable
             table = table.drop_columns([name])
         return Results(table.to_pandas(), scores, settings)
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as err:

@@ -60,6 +60,9 @@ def test_score_correlation_sign_and_interval():
     assert down["high"] < -0.5 and down["low"] <= down["rho"] <= down["high"]
     with pytest.raises(KeyError, match="nope"):
         agreement.score_correlation(fake(), "region_hits", "nope")
+    grouped = fake()
+    grouped.table["sample_id"] = [f"r{i // 6}:general:visual" for i in range(40)]  # records resampled whole
+    assert agreement.score_correlation(grouped, "region_hits", "weight", n_boot=10)["records"] == 7
 
 
 def test_sample_score_is_weighted_for_concentration():
