@@ -330,7 +330,8 @@ def split_accuracy(results_list: Sequence[Results], score: str = "concentration"
     difficulty do not stand in for the score; the counts are then pooled. Samples whose score is NaN are left
     out. Returns ``high_correct``, ``high_n``, ``low_correct``, ``low_n``, and ``diff`` (accuracy above minus
     at or below the median) with its 95% interval ``diff_low``, ``diff_high``
-    (:func:`helpers.metrics.difference_interval`).
+    (:func:`helpers.metrics.difference_interval`). The interval treats samples as independent; the six samples
+    of a counting record share one image, so on ``scenes-count`` it is somewhat too narrow.
     """
     counts = {"high_correct": 0, "high_n": 0, "low_correct": 0, "low_n": 0}
     for res in results_list:

@@ -311,7 +311,8 @@ def describe_conditions(maps: Mapping[str, Mapping[str, np.ndarray]], pairs: Seq
     return pd.DataFrame(rows)
 
 
-def score_correlation(res: Results, a: str, b: str, *, n_boot: int = 200, seed: int = 0) -> dict[str, float | int]:
+def score_correlation(res: Results, a: str, b: str, *, n_boot: int = 200, seed: int = 0,
+                      min_records: int = 8) -> dict[str, float | int]:
     """Spearman correlation across heads of the per-head maps of scores ``a`` and ``b`` of one result, with a
     95% bootstrap interval over samples (Figure 1: do the heads that score high on ``a`` also score high on
     ``b``?).
@@ -324,7 +325,8 @@ def score_correlation(res: Results, a: str, b: str, *, n_boot: int = 200, seed: 
     samples share the image; other samples are their own record. Heads are not resampled, so the interval
     measures sampling noise, not how general the relation is over heads. Resampling repeats samples, which makes
     the per-head maps noisier and pulls the resampled correlations towards 0: the interval is conservative
-    (wider on the side of 0). Returns ``rho``, ``low``, ``high``, ``heads`` (heads with both scores defined),
+    (wider on the side of 0). With fewer than ``min_records`` records a bootstrap says nothing (two records give
+    three distinct resamples): the interval is NaN. Returns ``rho``, ``low``, ``high``, ``heads`` (heads with both scores defined),
     ``samples`` and ``records``.
     """
     missing = [s for s in (a, b) if s not in res.scores]
@@ -345,7 +347,7 @@ def score_correlation(res: Results, a: str, b: str, *, n_boot: int = 200, seed: 
     members = [np.flatnonzero(record == r) for r in dict.fromkeys(record)]
     rng = np.random.default_rng(seed)
     boot = np.array([rho(np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))]))
-                     for _ in range(n_boot if len(members) > 1 else 0)], dtype=float)
+                     for _ in range(n_boot if len(members) >= max(min_records, 2) else 0)], dtype=float)
     boot = boot[~np.isnan(boot)]
     low, high = (np.percentile(boot, [2.5, 97.5]) if len(boot) else (float("nan"), float("nan")))
     return {"rho": rho(slice(None)), "low": float(low), "high": float(high), "heads": heads, "samples": len(res),

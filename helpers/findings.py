@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .metrics import wilson_interval
@@ -86,14 +87,16 @@ def head_relation(model: str, dataset: str, with_weight: dict, with_concentratio
 
     ``with_weight``, ``with_concentration``: :func:`helpers.agreement.score_correlation` of the detection
     score (``region_hits``) with the weight and with the concentration, across heads. Verdict, fixed before
-    looking: agrees when both 95% intervals lie above 0; disagrees when either lies below 0; else undecided.
+    looking: agrees when both 95% intervals lie above 0; disagrees when either lies below 0; else undecided
+    (including when an interval is NaN: too few records to resample).
     """
     w, c = with_weight, with_concentration
     verdicts = [_sign(w["low"], w["high"], +1), _sign(c["low"], c["high"], +1)]
     agrees = False if False in verdicts else True if all(verdicts) else None
     measured = (f"{model} on {dataset}: Spearman over {w['heads']} heads of detection with W "
                 f"{_interval(w['rho'], w['low'], w['high'])}, with C {_interval(c['rho'], c['low'], c['high'])} "
-                f"(n={w['samples']})")
+                f"(n={w['samples']}, {w.get('records', w['samples'])} records"
+                f"{'; too few records for an interval' if np.isnan(w['low']) else ''})")
     return Finding("heads that find the box are the heads with high weight and high concentration",
                    "[paper] Head behaviour correlates with the total attention weight on visual tokens and with how "
                    "concentrated that attention is", measured, agrees)
