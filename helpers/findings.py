@@ -62,6 +62,9 @@ def above(correct: int, n: int, chance: float) -> bool | None:
 
 
 def _interval(value: float, low: float, high: float) -> str:
+    """``"+0.123 [+0.050, +0.200]"``, or ``"+0.123 (no interval)"`` when the interval is NaN."""
+    if np.isnan(low) or np.isnan(high):
+        return f"{value:+.3f} (no interval)"
     return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 

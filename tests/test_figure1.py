@@ -64,7 +64,8 @@ def test_score_correlation_sign_and_interval():
     grouped.table["sample_id"] = [f"r{i // 6}:general:visual" for i in range(40)]  # records resampled whole
     assert agreement.score_correlation(grouped, "region_hits", "weight", n_boot=10, min_records=5)["records"] == 7
     few = agreement.score_correlation(grouped, "region_hits", "weight", n_boot=10)  # 7 records < min_records
-    assert np.isnan(few["low"]) and findings.head_relation("m", "d", few, few).agrees is None
+    undecided = findings.head_relation("m", "d", few, few)
+    assert np.isnan(few["low"]) and undecided.agrees is None and "(no interval)" in undecided.measured
 
 
 def test_sample_score_is_weighted_for_concentration():
