@@ -308,6 +308,46 @@ def concentration_accuracy(res: Results, heads: Sequence[Head], bins: int = 4,
     return binned, grouped
 
 
+def sample_score(res: Results, score: str = "concentration") -> np.ndarray:
+    """Per sample, one value of ``score`` over all heads: ``[samples]``.
+
+    For the scores measured on the attention renormalised over the image
+    (:data:`helpers.metrics.WEIGHTED_SCORES`: concentration, effective tokens) the mean over heads weighted by
+    each head's image weight ``W`` on that sample (a head that barely looks at the image barely counts, as in
+    :meth:`Results.per_head`); for the others the plain mean over heads. NaN heads skipped; NaN when none counts.
+    """
+    values = torch.from_numpy(res.scores[score].reshape(len(res), -1)).double()
+    if score in metrics.WEIGHTED_SCORES and "weight" in res.scores:
+        weights = torch.from_numpy(res.scores["weight"].reshape(len(res), -1)).double()
+        return metrics.weighted_mean(values.T, weights.T).numpy()
+    return values.nanmean(1).numpy()
+
+
+def split_accuracy(results_list: Sequence[Results], score: str = "concentration") -> dict[str, float | int]:
+    """Accuracy of the samples above vs at or below the median of :func:`sample_score`, pooled over results.
+
+    Each result (one data set of one model) is split at its own median, so that data sets of different
+    difficulty do not stand in for the score; the counts are then pooled. Samples whose score is NaN are left
+    out. Returns ``high_correct``, ``high_n``, ``low_correct``, ``low_n``, and ``diff`` (accuracy above minus
+    at or below the median) with its 95% interval ``diff_low``, ``diff_high``
+    (:func:`helpers.metrics.difference_interval`). The interval treats samples as independent; the six samples
+    of a counting record share one image, so on ``scenes-count`` it is somewhat too narrow.
+    """
+    counts = {"high_correct": 0, "high_n": 0, "low_correct": 0, "low_n": 0}
+    for res in results_list:
+        values, correct = sample_score(res, score), res.correct_mask()
+        ok = ~np.isnan(values)
+        if not ok.any():
+            continue
+        high = values > np.median(values[ok])
+        for part, mask in (("high", ok & high), ("low", ok & ~high)):
+            counts[f"{part}_correct"] += int(correct[mask].sum())
+            counts[f"{part}_n"] += int(mask.sum())
+    diff, low, high = metrics.difference_interval(counts["high_correct"], counts["high_n"], counts["low_correct"],
+                                                  counts["low_n"])
+    return {**counts, "diff": diff, "diff_low": low, "diff_high": high}
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole experiment over several models
 

@@ -309,3 +309,46 @@ def describe_conditions(maps: Mapping[str, Mapping[str, np.ndarray]], pairs: Seq
                          "top heads a": " ".join(f"{lyr}.{h}" for lyr, h in top_a),
                          "top heads b": " ".join(f"{lyr}.{h}" for lyr, h in top_b)})
     return pd.DataFrame(rows)
+
+
+def score_correlation(res: Results, a: str, b: str, *, n_boot: int = 200, seed: int = 0,
+                      min_records: int = 8) -> dict[str, float | int]:
+    """Spearman correlation across heads of the per-head maps of scores ``a`` and ``b`` of one result, with a
+    95% bootstrap interval over samples (Figure 1: do the heads that score high on ``a`` also score high on
+    ``b``?).
+
+    Maps: :meth:`Results.per_head` with its defaults over all samples (``W``-weighted for concentration and
+    effective tokens; ``region_hits`` averaged over the boxed samples, correct or not: a choice, so that a
+    model that answers few counts right still has a map). Interval: percentiles 2.5 / 97.5 of the correlation
+    over ``n_boot`` resamples of the records with replacement (``numpy.random.default_rng(seed)``): a
+    PointQA-style record (sample ids ``"{record}:{question kind}:{prompt kind}"``) is resampled whole, since its
+    samples share the image; other samples are their own record. Heads are not resampled, so the interval
+    measures sampling noise, not how general the relation is over heads. Resampling repeats samples, which makes
+    the per-head maps noisier and pulls the resampled correlations towards 0: the interval is conservative
+    (wider on the side of 0). With fewer than ``min_records`` records a bootstrap says nothing (two records give
+    three distinct resamples): the interval is NaN. Returns ``rho``, ``low``, ``high``, ``heads`` (heads with both scores defined),
+    ``samples`` and ``records``.
+    """
+    missing = [s for s in (a, b) if s not in res.scores]
+    if missing:
+        raise KeyError(f"{res.model_name} on {res.dataset}: no score {missing}; scores: {sorted(res.scores)}")
+    keep = [s for s in {a, b, "weight"} if s in res.scores]
+
+    def rho(idx: np.ndarray | slice) -> float:
+        part = Results(res.table.iloc[idx].reset_index(drop=True), {s: res.scores[s][idx] for s in keep},
+                       res.settings)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return metrics.spearman(part.per_head(a), part.per_head(b))
+
+    full_a, full_b = res.per_head(a), res.per_head(b)
+    heads = int((~(np.isnan(full_a) | np.isnan(full_b))).sum())
+    record = res.table["sample_id"].astype(str).str.split(":").str[0].to_numpy()
+    members = [np.flatnonzero(record == r) for r in dict.fromkeys(record)]
+    rng = np.random.default_rng(seed)
+    boot = np.array([rho(np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))]))
+                     for _ in range(n_boot if len(members) >= max(min_records, 2) else 0)], dtype=float)
+    boot = boot[~np.isnan(boot)]
+    low, high = (np.percentile(boot, [2.5, 97.5]) if len(boot) else (float("nan"), float("nan")))
+    return {"rho": rho(slice(None)), "low": float(low), "high": float(high), "heads": heads, "samples": len(res),
+            "records": len(members)}

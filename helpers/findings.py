@@ -163,3 +163,81 @@ def masking_findings(unmasked: Sequence[bool], top: Sequence[bool], random: Sequ
                 "[paper] a distinct class of attention heads attends to visual content",
                 f"share of samples {rate(inside, n_box)}", above(inside, n_box, 0.5) if n_box else None),
     ]
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    """``"+0.123 [+0.050, +0.200]"``, or ``"+0.123 (no interval)"`` when the interval is NaN."""
+    if np.isnan(low) or np.isnan(high):
+        return f"{value:+.3f} (no interval)"
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _sign(low: float, high: float, expect: int) -> bool | None:
+    """True when the interval ``[low, high]`` lies wholly on the ``expect`` side of 0 (+1: above, -1: below),
+    False when it lies wholly on the other side, None when it includes 0 (or is NaN)."""
+    if low * expect > 0 and high * expect > 0:
+        return True
+    if low * expect < 0 and high * expect < 0:
+        return False
+    return None
+
+
+def above_chance(label: str, correct: int, n: int, chance: float, *, paper: str) -> Finding:
+    """"``label`` answers above chance". Verdict (:func:`above`): agrees when the 95% Wilson interval of the
+    accuracy lies above ``chance``, disagrees when it lies at or below it, undecided when it includes it."""
+    return Finding(f"{label} answers above chance ({chance:.3f})", paper, rate(correct, n),
+                   above(correct, n, chance))
+
+
+def head_relation(model: str, dataset: str, with_weight: dict, with_concentration: dict) -> Finding:
+    """Visual heads are the heads with high image weight and high concentration (Figure 1).
+
+    ``with_weight``, ``with_concentration``: :func:`helpers.agreement.score_correlation` of the detection
+    score (``region_hits``) with the weight and with the concentration, across heads. Verdict, fixed before
+    looking: agrees when both 95% intervals lie above 0; disagrees when either lies below 0; else undecided
+    (including when an interval is NaN: too few records to resample).
+    """
+    w, c = with_weight, with_concentration
+    verdicts = [_sign(w["low"], w["high"], +1), _sign(c["low"], c["high"], +1)]
+    agrees = False if False in verdicts else True if all(verdicts) else None
+    measured = (f"{model} on {dataset}: Spearman over {w['heads']} heads of detection with W "
+                f"{_interval(w['rho'], w['low'], w['high'])}, with C {_interval(c['rho'], c['low'], c['high'])} "
+                f"(n={w['samples']}, {w.get('records', w['samples'])} records"
+                f"{'; too few records for an interval' if np.isnan(w['low']) else ''})")
+    return Finding("heads that find the box are the heads with high weight and high concentration",
+                   "[paper] Head behaviour correlates with the total attention weight on visual tokens and with how "
+                   "concentrated that attention is", measured, agrees)
+
+
+def split_relation(model: str, split: dict, *, claim: str, paper: str, expect: int, score: str) -> Finding:
+    """An accuracy claim about a per-sample score (:func:`helpers.ablation.split_accuracy`: samples above vs at
+    or below the median of ``score``, pooled over data sets). ``expect``: +1 when the paper says the samples
+    with the higher score are answered better, -1 when worse. Verdict, fixed before looking: agrees when the
+    95% interval of the accuracy difference (above minus below) lies wholly on the ``expect`` side of 0,
+    disagrees when it lies wholly on the other side, undecided when it includes 0."""
+    s = split
+    measured = (f"{model}: accuracy above minus below the median {score} "
+                f"{_interval(s['diff'], s['diff_low'], s['diff_high'])} "
+                f"({s['high_correct']}/{s['high_n']} vs {s['low_correct']}/{s['low_n']})")
+    return Finding(claim, paper, measured, _sign(s["diff_low"], s["diff_high"], expect))
+
+
+def balanced(label: str, counts: Mapping[str, int], chance: float, *, paper: str) -> Finding:
+    """"``label``'s answers are balanced": the most frequent answer's share of ``counts`` (answer -> samples)
+    with its 95% Wilson interval. Verdict, fixed before looking: agrees when the interval includes ``chance``
+    (the share every answer has in a balanced set) or lies below it, disagrees when it lies above it, so that
+    always giving that answer beats guessing."""
+    top, k = max(counts.items(), key=lambda item: item[1])
+    n = sum(counts.values())
+    return Finding(f"{label}: no answer is favoured (guessing gives {chance:.3f})", paper,
+                   f"most frequent answer {top!r}: {rate(k, n)}", above(k, n, chance) is not True)
+
+
+def box_needed(label: str, correct: int, n: int, *, paper: str) -> Finding:
+    """"On ``label`` a reader of the whole image who cannot find the box answers fewer than half right" (so a
+    model far above that reads the box): ``correct`` of ``n`` right with the best whole-image guess. Verdict,
+    fixed before looking: agrees when the 95% Wilson interval lies at or below 0.5, disagrees when it lies above it,
+    undecided when it includes it."""
+    verdict = above(correct, n, 0.5)
+    return Finding(f"{label}: the box is needed (whole-image guess < 0.5)", paper,
+                   f"largest-group guess {rate(correct, n)}", None if verdict is None else not verdict)

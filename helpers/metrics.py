@@ -715,3 +715,17 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return round(centre - half, 4), round(centre + half, 4)
+
+
+def difference_interval(correct_a: int, n_a: int, correct_b: int, n_b: int, z: float = 1.96
+                        ) -> tuple[float, float, float]:
+    """``(difference, low, high)``: ``correct_a / n_a - correct_b / n_b`` with its 95% Newcombe hybrid score
+    interval (built from the two Wilson intervals, :func:`wilson_interval`); NaNs when either ``n`` is 0."""
+    if n_a == 0 or n_b == 0:
+        return float("nan"), float("nan"), float("nan")
+    p_a, p_b = correct_a / n_a, correct_b / n_b
+    (low_a, high_a), (low_b, high_b) = wilson_interval(correct_a, n_a, z), wilson_interval(correct_b, n_b, z)
+    diff = p_a - p_b
+    low = diff - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2)
+    high = diff + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2)
+    return round(diff, 4), round(low, 4), round(high, 4)

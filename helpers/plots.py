@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .env import figure_dir
+from .metrics import wilson_interval
 
 if TYPE_CHECKING:
     import torch
@@ -73,14 +74,45 @@ def pointqa_examples(samples: list, n_records: int = 3, title: str | None = None
     return fig
 
 
+def sample_examples(samples: Sequence[Any], title: str | None = None, width: int = 34) -> matplotlib.figure.Figure:
+    """One column per sample: the image as the model sees it (:meth:`helpers.data.Sample.model_image`: a visual
+    prompt's box drawn), and under it the data set, the question, the options (lettered) and the gold answer,
+    wrapped at ``width`` characters. ``samples``: :class:`helpers.data.Sample` objects of any task set."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    if not samples:
+        raise ValueError("no samples to show")
+    fig, axes = plt.subplots(2, len(samples), figsize=(3.3 * len(samples), 5.0), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 0.5]})
+    for (img_ax, text_ax), s in zip(axes.T, samples, strict=True):
+        img_ax.imshow(s.model_image())
+        img_ax.set_title(f"{s.benchmark} ({s.prompt_kind} prompt)", fontsize=9)
+        img_ax.set_xticks([])
+        img_ax.set_yticks([])
+        lines = textwrap.wrap(s.question, width)
+        lines += [f"{chr(65 + i)}. {o}" for i, o in enumerate(s.options)]
+        lines.append(f"gold: {s.answer}")
+        text_ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8.5)
+        text_ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def attention_vs_concentration(results: list, only_correct: bool = False, share_axes: bool = True,
-                               cmap: str = "viridis") -> matplotlib.figure.Figure:
+                               cmap: str = "viridis", title: str | None = None) -> matplotlib.figure.Figure:
     """Figure 1: attention weight on the image (x) vs concentration (y), one point per head.
 
     ``results``: :class:`helpers.results.Results`, one per (model, dataset); panels form a grid
     with one row per model and one column per dataset, in order of first appearance. Each point is
     one (layer, head), its coordinates the means over samples (``only_correct``: over correctly
-    answered samples only), its colour the layer. Each panel title ends with the accuracy.
+    answered samples only; :meth:`Results.per_head` defaults, so concentration is ``W``-weighted), its colour
+    the layer's normalised depth (layer / last layer, so models of different depth share one colour bar). Each
+    panel title names the model and the data set and ends with the accuracy and its 95% Wilson interval.
+    ``title``: the figure's title.
     """
     import matplotlib.pyplot as plt
 
@@ -94,9 +126,12 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
         w = r.per_head("weight", only_correct).flatten()
         c = r.per_head("concentration", only_correct).flatten()
         layers, heads = r.shape
-        layer = [lyr for lyr in range(layers) for _ in range(heads)]
-        scatter = ax.scatter(w, c, c=layer, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=max(layers - 1, 1))
-        ax.set_title(f"{r.model_name}\n{r.dataset} · acc {r.accuracy:.1%}", fontsize=8.5)
+        depth = [lyr / max(layers - 1, 1) for lyr in range(layers) for _ in range(heads)]
+        scatter = ax.scatter(w, c, c=depth, cmap=cmap, s=10, alpha=0.8, vmin=0, vmax=1)
+        correct, n = int(r.correct_mask().sum()), len(r)
+        low, high = wilson_interval(correct, n)
+        ax.set_title(f"{r.model_name}\n{r.dataset} · acc {correct / max(n, 1):.2f} [{low:.2f}, {high:.2f}]",
+                     fontsize=8.5)
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("attention weight on image")
@@ -105,9 +140,11 @@ def attention_vs_concentration(results: list, only_correct: bool = False, share_
     for ax in axes.flat:
         if not ax.collections:
             ax.axis("off")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     if scatter is not None:
-        fig.colorbar(scatter, ax=axes, label="layer", shrink=0.6, fraction=0.03)
+        fig.colorbar(scatter, ax=axes, label="depth (layer / last layer)", shrink=0.6, fraction=0.03)
     return fig
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .metrics import WEIGHTED_SCORES, weighted_mean
+from .metrics import WEIGHTED_SCORES, spearman, weighted_mean, wilson_interval
 
 SETTINGS_KEY = b"visual_heads.settings"
 SHAPE_KEY = b"visual_heads.shape"
@@ -232,6 +232,34 @@ class Ranking:
         return self.results.model_name
 
 
+SUMMARY_SCORES = ("weight", "concentration", "effective_tokens", "first_key_share", "weight_vs_uniform")
+
+
+def summary(results_list: Sequence[Results], scores: Sequence[str] = SUMMARY_SCORES) -> pd.DataFrame:
+    """One row per result (model x data set): accuracy with its 95% Wilson interval and what its heads do.
+
+    Columns: ``model``, ``dataset``, ``samples``, ``correct``, ``accuracy``, ``acc_low``, ``acc_high``,
+    ``image_tokens`` (mean ``n_image_tokens`` per sample), then for each of ``scores`` the mean over heads of
+    :meth:`Results.per_head` (its defaults: concentration and effective tokens are ``W``-weighted over samples,
+    the others plain means), NaN heads skipped; ``spearman_wc``: the Spearman correlation across heads of the
+    per-head weight and concentration (the shape of a Figure 1 panel). Scores a result lacks are NaN.
+    """
+    rows = []
+    for res in results_list:
+        correct, n = int(res.correct_mask().sum()), len(res)
+        low, high = wilson_interval(correct, n)
+        row = {"model": res.model_name, "dataset": res.dataset, "samples": n, "correct": correct,
+               "accuracy": correct / n if n else float("nan"), "acc_low": low, "acc_high": high,
+               "image_tokens": float(res.table["n_image_tokens"].mean()) if "n_image_tokens" in res.table
+               else float("nan")}
+        for name in scores:
+            row[name] = float(np.nanmean(res.per_head(name))) if name in res.scores else float("nan")
+        both = {"weight", "concentration"} <= set(res.scores)
+        row["spearman_wc"] = spearman(res.per_head("weight"), res.per_head("concentration")) if both else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def concat(parts: list[Results], names: list[str] | None = None, *, unique_ids: bool = False) -> Results:
     """Concatenate results of one run, sorted by ``index``.
 
@@ -328,7 +356,7 @@ def read(path: str | Path) -> Results:
         scores = {}
         for name in [c for c in table.column_names if c.startswith("score.")]:
             col = table.column(name).combine_chunks()
-            scores[name.removeprefix("score.")] = col.flatten().to_numpy().reshape(len(table), layers, heads)
+            scores[name.removeprefix("score.")] = np.array(col.flatten().to_numpy().reshape(len(table), layers, heads))  # writable
             table = table.drop_columns([name])
         return Results(table.to_pandas(), scores, settings)
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as err:

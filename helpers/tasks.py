@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from . import data, scenes
 from .scenes import Scene
@@ -321,6 +322,36 @@ def chance(task_set: str, *, max_count: int = 6) -> float:
     if task_set not in levels:
         raise KeyError(f"unknown task set {task_set!r}; known: {TASK_SETS}")
     return levels[task_set]
+
+
+def largest_group_guess(sample: data.Sample) -> str:
+    """The answer of a reader who counts the whole image but cannot find the box: the size of the largest group
+    of one kind and colour in the sample's scene (``meta["group_sizes"]``), as a string. On the counting set it
+    is the best single whole-image guess (``data/scenes-count/README.md``, "Routes around the box")."""
+    sizes = sample.meta.get("group_sizes")
+    if not sizes:
+        raise KeyError(f"sample {sample.id}: no meta['group_sizes']; load it with helpers.data.load_scenes_count")
+    return str(max(int(v) for v in sizes.values()))
+
+
+def summary(task_sets: Mapping[str, Sequence[data.Sample]]) -> pd.DataFrame:
+    """One row per task set (name -> its samples, e.g. ``data.load_scenes_pope(category=None)``): ``samples``,
+    ``images`` (distinct ``meta["image_id"]``), ``records`` (distinct ``meta["record_id"]``), ``kinds`` (samples
+    per question kind x prompt kind for counting, per ``meta["category"]`` and prompt kind otherwise),
+    ``answers`` (samples per gold answer, one per record: a counting record asks its count six ways) and
+    ``chance`` (:func:`chance`, NaN for a set it does not know)."""
+    rows = []
+    for name, samples in task_sets.items():
+        first = {}
+        for s in samples:
+            first.setdefault(s.meta.get("record_id", s.id), s)
+        kinds = Counter(f"{s.question_kind or s.meta.get('category', '')}/{s.prompt_kind}" for s in samples)
+        answers = Counter(s.answer for s in first.values())
+        rows.append({"task_set": name, "samples": len(samples),
+                     "images": len({s.meta.get("image_id", s.id) for s in samples}), "records": len(first),
+                     "kinds": dict(sorted(kinds.items())), "answers": dict(sorted(answers.items())),
+                     "chance": chance(name) if name in TASK_SETS else float("nan")})
+    return pd.DataFrame(rows)
 
 
 _ONE: dict[str, tuple[Callable[..., list[data.Sample]], Callable[[], dict[str, Any]]]] = {

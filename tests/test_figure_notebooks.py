@@ -363,3 +363,25 @@ def test_figures6_to_8_tables_are_the_masking_runs_numbers(masking_run):
     fig = plots.concentration_accuracy(binned, grouped)
     for line, name in zip(fig.axes[0].lines, rankings, strict=True):
         np.testing.assert_allclose(line.get_ydata(), binned[binned.model == name]["accuracy"])
+
+
+def test_notebooks_01_03_04_run_on_the_organisms_and_task_sets():
+    """01 (one model), 03 (Figure 1) and 04 (Figure 2): shared parameters, cached extraction, a findings table."""
+    sets = ("scenes-count", "scenes-pope", "scenes-choice")
+    for name in ("01_load_quantized_mllm", "03_attention_vs_concentration", "04_pointqa_examples"):
+        nb = cells(name)
+        (params,) = [c for c in nb if "parameters" in c["metadata"].get("tags", [])]
+        source = "".join(params["source"])
+        assert "DATASETS = " in source and all(s in source for s in sets), name
+        code = "\n".join("".join(c["source"]) for c in nb if c["cell_type"] == "code")
+        text = "\n".join("".join(c["source"]) for c in nb)
+        assert "## What the organisms show" in "".join(nb[-2]["source"]), name
+        assert "findings.show(" in "".join(nb[-1]["source"]), name
+        assert "import matplotlib.pyplot" not in code and "toy-" not in text, name
+        if name != "04_pointqa_examples":
+            assert "N_SAMPLES = env.pick(12, 96)" in source, name
+    figure1 = "\n".join("".join(c["source"]) for c in cells("03_attention_vs_concentration"))
+    for needed in ("MODELS = None", "GPU_MODELS = [", "RESULTS_DIR = None", "selection.default_models(GPU_MODELS, DEVICE)",
+                   "runs.collect(", "plots.save_figure(", "results.summary("):
+        assert needed in figure1, needed
+    assert "loaded=(model, processor)" in "\n".join("".join(c["source"]) for c in cells("01_load_quantized_mllm"))
