@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from helpers import ablation, data, extract, results, selection
+from helpers.notebooks import NOTEBOOK_DIR
 from helpers.results import Ranking, Results
 
 
@@ -183,3 +184,11 @@ def test_save_and_load_keep_the_held_out_results(tmp_path):
     _, rankings, held_back = ablation.load(tmp_path / "out", min_correct=1)
     assert list(held_back) == ["m"] and held_back["m"].table["sample_id"].tolist() == held.table["sample_id"].tolist()
     assert isinstance(rankings["m"], Ranking)
+
+
+def test_notebook_8_draws_figure_8_from_the_held_out_results():
+    """The notebook passes run_models' held-out results (or the saved ones) to Figure 8 and saves them."""
+    cells = json.loads((NOTEBOOK_DIR / "08_head_masking.ipynb").read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert code.count("per_sample, rankings, held_out = ablation.") == 2  # run_models and load
+    assert "ablation.concentration_tables(rankings, held_out, TOP_SHARE)" in code and "held_out=held_out" in code
