@@ -419,7 +419,7 @@ def load(folder: str | Path, min_correct: int = 8) -> tuple[pd.DataFrame, dict[s
     return pd.read_parquet(path), rankings, held_out
 
 
-def concentration_tables(rankings: dict[str, Ranking], held_out: Mapping[str, Results], k: int | float = 0.1,
+def concentration_tables(rankings: dict[str, Ranking], held_out: Mapping[str, Results], *, k: int | float = 0.1,
                          bins: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Figure 8: :func:`concentration_accuracy` of every model's top-``k`` visual heads (:func:`helpers.metrics.
     head_count`), the heads chosen on its ranking (``rankings``, :func:`run_models`) and their concentration and

@@ -149,7 +149,7 @@ def test_stage_distribution_and_concentration_accuracy(tmp_path):
     ranking.table["sample_id"] = [f"r{i}" for i in range(24)]
     with pytest.warns(UserWarning, match="could not be checked"):  # fake tables carry no record / image ids
         both, groups = ablation.concentration_tables(
-            {"m": Ranking(ranking, scores, ""), "n": Ranking(ranking, scores, "")}, {"m": res, "n": res}, 1)
+            {"m": Ranking(ranking, scores, ""), "n": Ranking(ranking, scores, "")}, {"m": res, "n": res}, k=1)
     pd.testing.assert_frame_equal(both.iloc[:4].reset_index(drop=True), binned)
     assert len(both) == 8 and len(groups) == 12
     assert metrics.head_count(48, 0.1) == 5 and metrics.head_count(48, 100) == 48 and metrics.head_count(4, 0.01) == 1

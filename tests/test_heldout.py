@@ -88,7 +88,8 @@ def test_pointqa_records_sharing_one_image_file_overlap(tmp_path):
     (tmp_path / "test.json").write_text(json.dumps([{"id": "q1", **row}, {"id": "q2", **row}]))
     loaded = data.load_pointqa(tmp_path / "test.json", tmp_path, question_kinds=("general",),
                                prompt_kinds=("visual",))
-    first, second = [s for s in loaded if s.meta["record_id"] == "q1"], [s for s in loaded if s.meta["record_id"] == "q2"]
+    first = [s for s in loaded if s.meta["record_id"] == "q1"]
+    second = [s for s in loaded if s.meta["record_id"] == "q2"]
     with pytest.raises(selection.OverlapError, match="1 image"):
         selection.check_disjoint(first, second)
 
@@ -191,4 +192,4 @@ def test_notebook_8_draws_figure_8_from_the_held_out_results():
     cells = json.loads((NOTEBOOK_DIR / "08_head_masking.ipynb").read_text())["cells"]
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     assert code.count("per_sample, rankings, held_out = ablation.") == 2  # run_models and load
-    assert "ablation.concentration_tables(rankings, held_out, TOP_SHARE)" in code and "held_out=held_out" in code
+    assert "ablation.concentration_tables(rankings, held_out, k=TOP_SHARE)" in code and "held_out=held_out" in code
