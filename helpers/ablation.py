@@ -7,6 +7,9 @@ Our reconstruction of the paper's Figures 6-8 and Tables 1-3 (not available to u
     per_sample = ablation.masking_curve(model, processor, held_out, ranking.scores, ks=ks, seed=0)
     ablation.curve_table(per_sample)                              # accuracy per (model, condition, k)
 
+Heads are ranked on one set of samples and evaluated on another that shares no sample, record or picture with it
+(:func:`helpers.selection.check_disjoint`, called by :func:`run_models` and :func:`concentration_tables`).
+
 Head sets for ``k`` heads (:func:`head_sets`), each a list of ``(layer, head)``:
 
 - ``"top"``: the ``k`` heads with the highest visual-head score (the detection score by default,
@@ -29,7 +32,8 @@ attends uniformly to the keys it may see, as in the released code but keeping th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,7 @@ import torch
 from . import data, extract, metrics, results
 from .models import spec_of
 from .results import Ranking, Results
-from .selection import iter_models, rows_for
+from .selection import check_disjoint, iter_models, rows_for
 
 Head = tuple[int, int]
 CONDITIONS = ("top", "random", "random_layer", "late")
@@ -369,19 +373,26 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
                seed: int = 0, mode: str = "uniform", stage_order: str = "score", batch_size: int = 16,
                max_new_tokens: int = 3, saved: Sequence[Results] = (), device: str | None = None,
                min_correct: int = 8, dataset: str = "ranking", rows: str | None = None, random_draws: int = 1
-               ) -> tuple[pd.DataFrame, dict[str, Ranking]]:
+               ) -> tuple[pd.DataFrame, dict[str, Ranking], dict[str, Results]]:
     """For each model in turn: rank heads on ``rank_samples``, mask on the held-out ``eval_samples``.
 
-    The ranking comes from ``saved`` results of the same model name when given (e.g. a GPU sweep read with
-    :func:`helpers.runs.load_saved`), else from :func:`helpers.extract.head_results` on ``rank_samples``.
-    ``k`` values: :func:`k_grid` of the model's head count. Returns ``(per_sample, rankings)``:
-    :func:`masking_curve` rows of all models, and name -> :class:`helpers.results.Ranking`.
-    ``dataset`` labels the ranking results (tables); ``rows``: the attention row the ranking is computed
-    from (:func:`helpers.selection.rows_for`; ``None`` picks by model). ``random_draws``: random control sets
-    per ``k``, averaged (:func:`masking_curve`).
+    Before any model is loaded, ``rank_samples`` and every ``saved`` result are checked against ``eval_samples``
+    (:func:`helpers.selection.check_disjoint`: no shared sample, record or picture; :class:`helpers.selection.
+    OverlapError` otherwise). The ranking comes from ``saved`` results of the same model name when given (e.g. a
+    GPU sweep read with :func:`helpers.runs.load_saved`), else from :func:`helpers.extract.head_results` on
+    ``rank_samples``. ``k`` values: :func:`k_grid` of the model's head count. Returns ``(per_sample, rankings,
+    held_out)``: :func:`masking_curve` rows of all models; name -> :class:`helpers.results.Ranking`; name -> the
+    unmasked per-head results on ``eval_samples`` (same attention row as the ranking), from which
+    :func:`concentration_tables` draws Figure 8. ``dataset`` labels the ranking results (tables); ``rows``: the
+    attention row the ranking is computed from (:func:`helpers.selection.rows_for`; ``None`` picks by model).
+    ``random_draws``: random control sets per ``k``, averaged (:func:`masking_curve`).
     """
+    check_disjoint(rank_samples, eval_samples, what="run_models: rank_samples vs eval_samples")
+    for res in saved:
+        check_disjoint(res, eval_samples, what=f"run_models: saved results of {res.model_name} on {res.dataset} vs "
+                                               "eval_samples")
     saved_by_name = {r.model_name: r for r in saved}
-    parts, rankings = [], {}
+    parts, rankings, held_out = [], {}, {}
     for model, processor in iter_models(model_names, device):
         spec = spec_of(model)
         res = saved_by_name.get(spec.name)
@@ -395,22 +406,28 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
               f"{res.settings.get('rows')!r}); heads ranked by {ranking.note}; "
               f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples; "
               f"ties: {_ties_text(ranking.scores, grid)}")
+        held_out[spec.name] = extract.head_results(model, processor, eval_samples, batch_size=batch_size,
+                                                   dataset=f"{dataset} held-out",
+                                                   rows=res.settings.get("rows") or rows_for(model, rows))
         part = masking_curve(model, processor, eval_samples, ranking.scores, ks=grid, conditions=conditions,
                              seed=seed, mode=mode, stage_order=stage_order, batch_size=batch_size,
                              max_new_tokens=max_new_tokens, random_draws=random_draws)
         part["total_heads"] = total
         parts.append(part)
         rankings[spec.name] = ranking
-    return pd.concat(parts, ignore_index=True), rankings
+    return pd.concat(parts, ignore_index=True), rankings, held_out
 
 
 RANKING_FOLDER = "ranking"
+HELD_OUT_FOLDER = "held_out"
 PER_SAMPLE_FILE = "masking_per_sample.parquet"
 
 
-def save(per_sample: pd.DataFrame, rankings: dict[str, Ranking], folder: str | Path) -> Path:
-    """Write a masking experiment (:func:`run_models` output) to ``folder``: the per-sample rows and each
-    model's ranking results (``ranking/{i}.parquet``, :func:`helpers.results.write`). Returns the folder."""
+def save(per_sample: pd.DataFrame, rankings: dict[str, Ranking], folder: str | Path, *,
+         held_out: Mapping[str, Results] | None = None) -> Path:
+    """Write a masking experiment (:func:`run_models` output) to ``folder``: the per-sample rows, each
+    model's ranking results (``ranking/{i}.parquet``, :func:`helpers.results.write`) and its held-out results
+    (``held_out/{i}.parquet``). Returns the folder."""
     folder = Path(folder)
     (folder / RANKING_FOLDER).mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{PER_SAMPLE_FILE}.tmp"
@@ -418,11 +435,14 @@ def save(per_sample: pd.DataFrame, rankings: dict[str, Ranking], folder: str | P
     tmp.replace(folder / PER_SAMPLE_FILE)
     for i, ranking in enumerate(rankings.values()):
         results.write(ranking.results, folder / RANKING_FOLDER / f"{i:03d}.parquet")
+    for i, res in enumerate((held_out or {}).values()):
+        results.write(res, folder / HELD_OUT_FOLDER / f"{i:03d}.parquet")
     return folder
 
 
-def load(folder: str | Path, min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, Ranking]]:
-    """Read what :func:`save` wrote: ``(per_sample, rankings)``, the scores re-derived from the ranking results."""
+def load(folder: str | Path, min_correct: int = 8) -> tuple[pd.DataFrame, dict[str, Ranking], dict[str, Results]]:
+    """Read what :func:`save` wrote: ``(per_sample, rankings, held_out)``, the scores re-derived from the ranking
+    results. A folder written before held-out results were saved gives ``held_out = {}``, with a warning."""
     folder = Path(folder).expanduser()
     path = folder / PER_SAMPLE_FILE
     if not path.is_file():
@@ -432,18 +452,29 @@ def load(folder: str | Path, min_correct: int = 8) -> tuple[pd.DataFrame, dict[s
     for part in sorted((folder / RANKING_FOLDER).glob("*.parquet")):
         res = results.read(part)
         rankings[res.model_name] = res.ranking(min_correct)
-    return pd.read_parquet(path), rankings
+    held_out = {res.model_name: res for res in map(results.read, sorted((folder / HELD_OUT_FOLDER).glob("*.parquet")))}
+    if rankings and not held_out:
+        warnings.warn(f"{folder} holds no held-out results ({HELD_OUT_FOLDER}/, written since Figure 8 is measured "
+                      "on the held-out samples): rerun the experiment to draw Figure 8", UserWarning, stacklevel=2)
+    return pd.read_parquet(path), rankings, held_out
 
 
-def concentration_tables(rankings: dict[str, Ranking], k: int | float = 0.1,
+def concentration_tables(rankings: dict[str, Ranking], held_out: Mapping[str, Results], *, k: int | float = 0.1,
                          bins: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`concentration_accuracy` for every model of :func:`run_models`' rankings, over its top-``k``
-    visual heads (:func:`helpers.metrics.head_count`); the binned and the grouped rows of all models, concatenated."""
+    """Figure 8: :func:`concentration_accuracy` of every model's top-``k`` visual heads (:func:`helpers.metrics.
+    head_count`), the heads chosen on its ranking (``rankings``, :func:`run_models`) and their concentration and
+    the accuracy measured on its held-out results (``held_out[name]``, :func:`run_models`' third output), which
+    must share no sample, record or picture with the ranking results (:func:`helpers.selection.check_disjoint`).
+    Returns the binned and the grouped rows of all models, concatenated."""
     binned, grouped = [], []
-    for ranking in rankings.values():
+    for name, ranking in rankings.items():
+        if name not in held_out:
+            raise ValueError(f"no held-out results for model {name!r} (held_out has {sorted(held_out)}): Figure 8 is "
+                             "measured on the held-out samples; pass run_models' third output (or ablation.load's)")
+        check_disjoint(ranking.results, held_out[name], what=f"Figure 8 ({name}): ranking vs held-out results")
         scores = np.asarray(ranking.scores, dtype=np.float64)
         heads = metrics.top_heads(scores, metrics.head_count(scores.size, k))
-        b, g = concentration_accuracy(ranking.results, heads, bins)
+        b, g = concentration_accuracy(held_out[name], heads, bins)
         binned.append(b)
         grouped.append(g)
     return pd.concat(binned, ignore_index=True), pd.concat(grouped, ignore_index=True)

@@ -18,6 +18,7 @@ Bad input raises a :class:`DataError` subclass naming the sample and what to do.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -135,6 +136,32 @@ class Sample:
         """The image the model sees: boxes drawn in red for ``prompt_kind="visual"``, else unchanged."""
         image = self.load_image()
         return draw_boxes(image, self.boxes) if self.prompt_kind == "visual" and self.boxes else image
+
+
+def record_id_of(sample: Sample) -> str:
+    """The record ``sample`` was made from: ``meta["record_id"]`` (a PointQA record gives one sample per question
+    kind x prompt kind), else the sample id."""
+    return str(sample.meta.get("record_id", sample.id))
+
+
+def image_id_of(sample: Sample, *, pixels: bool = False) -> str:
+    """Which picture ``sample`` shows: ``meta["image_id"]`` when present (the scenes sets), else a digest of its
+    pixels, ``"sha1:<40 hex digits>"`` (the stored image as RGB, :meth:`Sample.load_image`, nothing drawn), so two
+    records on one picture (real PointQA records can share an image file) get one id whatever the file or encoding.
+
+    ``pixels=True``: the digest even where ``meta`` names an image id (sets generated from different seeds reuse
+    the same ids for different pictures). An image id is only unique within its benchmark; a digest everywhere.
+    """
+    if not pixels and sample.meta.get("image_id") is not None:
+        return str(sample.meta["image_id"])
+    return pixel_digest(sample.load_image())
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """``"sha1:<hex>"`` of an image's mode, size and pixel bytes: equal for equal pictures, whatever the encoding."""
+    digest = hashlib.sha1(f"{image.mode} {image.size[0]}x{image.size[1]} ".encode())
+    digest.update(image.tobytes())
+    return f"sha1:{digest.hexdigest()}"
 
 
 class SampleList(list):

@@ -182,11 +182,14 @@ class Batch:
         return self.region[i, self.positions[i]]
 
 
-def results_table(samples: Sequence[data.Sample], answers: Sequence[str], indices: Sequence[int] | None = None
-                  ) -> pd.DataFrame:
-    """One row per sample: ``index``, ``sample_id``, ``benchmark``, ``question_kind``, ``prompt_kind``, ``answer``,
-    ``prediction`` and ``correct`` (:func:`helpers.data.is_correct`)."""
-    return pd.DataFrame({
+def results_table(samples: Sequence[data.Sample], answers: Sequence[str], indices: Sequence[int] | None = None, *,
+                  identity: bool = True) -> pd.DataFrame:
+    """One row per sample: ``index``, ``sample_id``, ``record_id`` and ``image_id`` (:func:`helpers.data.record_id_of`,
+    :func:`helpers.data.image_id_of`: what a held-out check compares, :func:`helpers.selection.check_disjoint`),
+    ``benchmark``, ``question_kind``, ``prompt_kind``, ``answer``, ``prediction`` and ``correct``
+    (:func:`helpers.data.is_correct`). ``identity=False`` leaves out ``record_id`` and ``image_id`` (no image decoded).
+    """
+    table = pd.DataFrame({
         "index": list(indices) if indices is not None else list(range(len(samples))),
         "sample_id": [s.id for s in samples],
         "benchmark": [s.benchmark for s in samples],
@@ -196,6 +199,10 @@ def results_table(samples: Sequence[data.Sample], answers: Sequence[str], indice
         "prediction": list(answers),
         "correct": [data.is_correct(s, a) for s, a in zip(samples, answers, strict=True)],
     })
+    if identity:
+        table.insert(2, "record_id", [data.record_id_of(s) for s in samples])
+        table.insert(3, "image_id", [data.image_id_of(s) for s in samples])
+    return table
 
 
 def decode(processor: Any, sequences: torch.Tensor, prompt_len: int) -> list[str]:
@@ -343,7 +350,7 @@ def answers(model: Any, processor: Any, samples: Sequence[data.Sample], *, heads
             batch = samples[start:start + batch_size]
             inputs, _ = batch_inputs(model, processor, batch)
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            parts.append(results_table(batch, decode(processor, out, inputs["input_ids"].shape[1])))
+            parts.append(results_table(batch, decode(processor, out, inputs["input_ids"].shape[1]), identity=False))
     columns = ["sample_id", "question_kind", "prompt_kind", "prediction", "correct"]
     if not parts:
         return pd.DataFrame(columns=columns)

@@ -684,7 +684,8 @@ def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples:
     Heads are ranked (:meth:`helpers.results.Results.ranking`, the detection score over correctly
     answered samples) on counting samples with the box drawn from seed ``HELD_OUT_SEED + 1``, and masked
     on other counting samples (both prompt kinds) from :data:`HELD_OUT_SEED`: independent draws (sample
-    ``i`` uses ``default_rng([seed, i])``). Returns the per-(condition, k) table and the ranking note:
+    ``i`` uses ``default_rng([seed, i])``) that share no picture (checked by pixels,
+    :func:`helpers.selection.check_disjoint`). Returns the per-(condition, k) table and the ranking note:
     ``ci_lo``/``ci_hi`` is the 95% Wilson interval of the accuracy (samples pooled over draws: sampling
     error only), ``draw_min``/``draw_max`` the spread of the random controls over their draws (all draws
     use the same samples, so top and random can be compared sample by sample), ``shared_with_top`` the
@@ -693,6 +694,9 @@ def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples:
     """
     rank = tasks.count_samples(HELD_OUT_SEED + 1, rank_samples, prompt_kinds=("visual",))
     held = tasks.count_samples(HELD_OUT_SEED, eval_samples)
+    # the two seeds reuse sample, record and image ids (scenes-count-0000 ...) for other scenes: compare pictures
+    selection.check_disjoint(rank, held, what=f"organisms.masking: ranking scenes (seed {HELD_OUT_SEED + 1}) vs "
+                             f"held-out scenes (seed {HELD_OUT_SEED})", keys=("image",), pixels=True)
     res = extract.head_results(model, processor, rank, batch_size=batch_size, dataset="scenes-count ranking")
     ranking = res.ranking()
     scores, note = ranking.scores, ranking.note

@@ -2,8 +2,9 @@
 
 A :class:`Results` holds
 - ``table``: a pandas DataFrame, one row per sample (``index`` = position in the benchmark split,
-  ``sample_id``, ``benchmark``, ``question_kind``, ``prompt_kind``, ``answer``, ``prediction``,
-  ``correct``, ``n_image_tokens``, ``n_region_tokens``);
+  ``sample_id``, ``record_id``, ``image_id`` (what held-out checks compare; absent in older files),
+  ``benchmark``, ``question_kind``, ``prompt_kind``, ``answer``, ``prediction``, ``correct``,
+  ``n_image_tokens``, ``n_region_tokens``);
 - ``scores``: name -> float32 array ``[samples, layers, heads]`` (``weight``, ``concentration``,
   ``region_weight``, ``region_share``, ``topk_share``, ...), rows aligned with ``table``;
 - ``settings``: the run's settings (model id, revision, quantization, prompts, package version).

@@ -6,6 +6,7 @@
     selection.samples("shapes", 12, offset=4)                          # held out: after the first 4 records
     selection.samples("shapes", 12, seed=0)                            # a seeded random choice, in data set order
     selection.panels("shapes", 8, seed=0)                              # figure panels by question kind
+    selection.check_disjoint(rank, held_out)                            # no sample, record or image in both
 
 Data set names: ``"shapes"`` (the embedded synthetic PointQA-style set, :data:`helpers.data.SHAPES`, every
 question kind x prompt kind), ``"shapes/general"``, ``"shapes/visual"``, ``"shapes/object/plain"`` (one
@@ -20,17 +21,20 @@ from __future__ import annotations
 import gc
 import math
 import random
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from . import data
 from .env import DATA_DIR, REPO_ROOT, default_device
 from .models import load
 from .offline import save as save_offline
+from .results import Results
 
 RECORD_SETS = (data.SHAPES, "pointqa", "scenes-count")  # PointQA-style: one record gives question kinds x prompt kinds
 
@@ -248,3 +252,122 @@ def panels(name: str, n: int, *, seed: int = 0, split_by: str | None = "question
         raise ValueError(f"{name}: no samples with prompt_kind={prompt_kind!r}")
     rng = random.Random(seed)
     return {k: choose(v, n, rng) for k, v in groups.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out discipline
+
+IDENTITY_KEYS = ("sample", "record", "image")
+_IDENTITY_NAMES = {"sample": "sample id", "record": "record id", "image": "image"}
+
+
+class OverlapError(ValueError):
+    """Samples used to rank heads that are also evaluated (same sample, record or image); the message names them."""
+
+
+def identities(items: Sequence[data.Sample] | Results, *, pixels: bool = False, what: str = "samples"
+               ) -> dict[str, dict[tuple[str | None, str], str]]:
+    """What identifies each sample of ``items`` (samples, or the :class:`helpers.results.Results` of a saved sweep).
+
+    Returns ``{"sample" | "record" | "image": {(benchmark, value): a sample id with it}}``: the sample id, the record
+    (:func:`helpers.data.record_id_of`) and the picture (:func:`helpers.data.image_id_of`; ``pixels``: always the
+    pixel digest) of every sample. Ids count within their benchmark; a pixel digest (``"sha1:..."``) everywhere, so
+    its benchmark is ``None``, as is that of results without a ``benchmark`` column. Results written before the
+    ``record_id`` / ``image_id`` columns existed give records by sample id and no images, with a ``UserWarning``
+    naming ``what``: record and image overlap cannot be checked for them.
+    """
+    if isinstance(items, Results):
+        return _results_identities(items, what)
+    out: dict[str, dict[tuple[str | None, str], str]] = {key: {} for key in IDENTITY_KEYS}
+    digests: dict[Any, str] = {}  # a picture shared by the samples of one record is decoded once
+    for s in items:
+        out["sample"].setdefault((s.benchmark, str(s.id)), s.id)
+        out["record"].setdefault((s.benchmark, data.record_id_of(s)), s.id)
+        shared = str(s.image) if isinstance(s.image, (str, Path)) else id(s.image)
+        if not pixels and s.meta.get("image_id") is not None:
+            image = data.image_id_of(s)
+        else:
+            image = digests.get(shared) or digests.setdefault(shared, data.image_id_of(s, pixels=True))
+        out["image"].setdefault((None if image.startswith("sha1:") else s.benchmark, image), s.id)
+    return out
+
+
+def _results_identities(res: Results, what: str) -> dict[str, dict[tuple[str | None, str], str]]:
+    """:func:`identities` of saved results, from their table's ``sample_id``, ``record_id``, ``image_id`` columns."""
+    table = res.table
+    if "sample_id" not in table:
+        raise ValueError(f"{what}: the results have no sample_id column (columns: {list(table.columns)}), so they "
+                         "cannot be checked against the evaluation samples; recompute them with helpers.extract")
+    ids = table["sample_id"].astype(str).tolist()
+    benches = table["benchmark"].tolist() if "benchmark" in table else [None] * len(ids)
+    records = table["record_id"].tolist() if "record_id" in table else [None] * len(ids)
+    images = table["image_id"].tolist() if "image_id" in table else [None] * len(ids)
+    unknown = sum(pd.isna(r) or pd.isna(i) for r, i in zip(records, images, strict=True))
+    if unknown:
+        warnings.warn(f"{what}: {unknown} of {len(ids)} saved samples have no record_id / image_id (written before "
+                      "they were recorded): record and image overlap could not be checked for them, only sample ids. "
+                      "Recompute the sweep to check them", UserWarning, stacklevel=3)
+    out: dict[str, dict[tuple[str | None, str], str]] = {key: {} for key in IDENTITY_KEYS}
+    for sid, bench, record, image in zip(ids, benches, records, images, strict=True):
+        bench = None if pd.isna(bench) else str(bench)
+        out["sample"].setdefault((bench, sid), sid)
+        out["record"].setdefault((bench, sid if pd.isna(record) else str(record)), sid)
+        if not pd.isna(image):
+            out["image"].setdefault((None if str(image).startswith("sha1:") else bench, str(image)), sid)
+    return out
+
+
+def check_disjoint(rank: Sequence[data.Sample] | Results, evaluate: Sequence[data.Sample] | Results, *,
+                   what: str = "ranking vs evaluation samples", keys: Sequence[str] = IDENTITY_KEYS,
+                   pixels: bool = False, show: int = 5) -> None:
+    """Raise :class:`OverlapError` when ``rank`` and ``evaluate`` share a sample, a record or a picture.
+
+    Either side is a list of :class:`helpers.data.Sample` or the :class:`helpers.results.Results` of a saved sweep
+    (its ``sample_id``, ``record_id``, ``image_id`` columns; older files without the last two are checked by
+    sample id only, with a warning). What is compared (:func:`identities`): ``keys`` of ``"sample"`` (sample id),
+    ``"record"`` (two question kinds of one PointQA record share it) and ``"image"`` (``meta["image_id"]``, else
+    a digest of the pixels: two records on one picture share it; ``pixels=True``: always the digest, for sets
+    generated from different seeds that reuse ids). The message starts with ``what``, counts each kind of
+    overlap, names the first ``show`` of each and says how to take disjoint samples.
+    """
+    bad = [k for k in keys if k not in IDENTITY_KEYS]
+    if bad or not keys:
+        raise ValueError(f"keys={tuple(keys)!r}: pass one or more of {IDENTITY_KEYS}")
+    a = identities(rank, pixels=pixels, what=f"{what} (first set)")
+    b = identities(evaluate, pixels=pixels, what=f"{what} (second set)")
+    parts = []
+    for key in keys:
+        shared = _shared(a[key], b[key])
+        if not shared:
+            continue
+        name = _IDENTITY_NAMES[key]
+        named = []
+        for ident, (ida, idb) in shared[:show]:
+            label = ident[1][:17] + "..." if ident[1].startswith("sha1:") else ident[1]
+            named.append(label if key == "sample" else f"{label} (samples {ida} / {idb})")
+        more = f", and {len(shared) - show} more" if len(shared) > show else ""
+        parts.append(f"{len(shared)} {name}{'s' if len(shared) != 1 else ''} ({', '.join(named)}{more})")
+    if parts:
+        raise OverlapError(
+            f"{what}: the two sets share {'; '.join(parts)}. Heads ranked on a sample must not be evaluated on it, "
+            "nor on another question of its record or another record on its picture: take the evaluation samples "
+            "after the ranking records (helpers.selection.samples(name, n, offset=<records in the ranking set>)), "
+            "or from another split or seed")
+
+
+def _shared(a: dict[tuple[str | None, str], str], b: dict[tuple[str | None, str], str]
+            ) -> list[tuple[tuple[str | None, str], tuple[str, str]]]:
+    """``[(identity, (sample id in a, sample id in b)), ...]`` for the identities in both, sorted.
+
+    Benchmarks are compared only where both sides know them (results without a ``benchmark`` column match any).
+    """
+    by_value: dict[str, list[tuple[str | None, str]]] = {}
+    for bench, value in b:
+        by_value.setdefault(value, []).append((bench, value))
+    out = []
+    for ident in sorted(a, key=lambda i: (i[1], str(i[0]))):
+        for other in by_value.get(ident[1], ()):
+            if ident[0] is None or other[0] is None or ident[0] == other[0]:
+                out.append((ident, (a[ident], b[other])))
+                break
+    return out

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import ablation, data, extract, metrics, shapes
+from . import ablation, data, extract, metrics, selection, shapes
 from .env import DATA_DIR, REPO_ROOT
 from .models import TEMPLATES, load
 from .offline import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_tokenizer
@@ -592,10 +592,15 @@ def masking_experiment(model: Any, processor: Any, ks: tuple[int, ...] = (2, 3, 
 
     Returns ``{"baseline": acc, "scores": [[...]], "k": {k: {"top_heads", "top", "random", "random_each",
     "extra_drop"}}}`` where ``extra_drop = mean(random) - top`` (in accuracy units). Head scores come
-    from ``score_n`` samples disjoint from the ``n`` accuracy samples.
+    from ``score_n`` samples disjoint from the ``n`` accuracy samples (no shared picture: checked,
+    :func:`helpers.selection.check_disjoint`).
     """
+    size = model.config.vision_config.image_size
     scores = visual_head_scores(model, processor, n=score_n)
-    samples = as_samples(held_out(n, model.config.vision_config.image_size, True))
+    samples = as_samples(held_out(n, size, True))
+    # the ranking scenes of visual_head_scores; ids (toy-0, ...) repeat across seeds, so compare pictures
+    selection.check_disjoint(as_samples(held_out(score_n, size, True, seed=HELD_OUT_SEED + 1)), samples,
+                             what="toy.masking_experiment: ranking vs held-out scenes", keys=("image",), pixels=True)
     curve = ablation.masking_curve(model, processor, samples, scores, ks=(0, *ks), conditions=("top", "random"),
                                    seed=seed, mode=mode, batch_size=64, max_new_tokens=1, random_draws=draws)
     accuracy = curve.groupby(["condition", "k", "draw"], sort=False)["correct"].mean()

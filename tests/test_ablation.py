@@ -145,7 +145,11 @@ def test_stage_distribution_and_concentration_accuracy(tmp_path):
         assert all(p.stat().st_size > 0 for p in plots.save_figure(f, name, tmp_path))
     with pytest.raises(ValueError):
         ablation.concentration_accuracy(res, [])
-    both, groups = ablation.concentration_tables({"m": Ranking(res, scores, ""), "n": Ranking(res, scores, "")}, 1)
+    ranking = fake_results(n=24, seed=5)  # Figure 8: heads chosen on other (ranking) samples, measured on ``res``
+    ranking.table["sample_id"] = [f"r{i}" for i in range(24)]
+    with pytest.warns(UserWarning, match="could not be checked"):  # fake tables carry no record / image ids
+        both, groups = ablation.concentration_tables(
+            {"m": Ranking(ranking, scores, ""), "n": Ranking(ranking, scores, "")}, {"m": res, "n": res}, k=1)
     pd.testing.assert_frame_equal(both.iloc[:4].reset_index(drop=True), binned)
     assert len(both) == 8 and len(groups) == 12
     assert metrics.head_count(48, 0.1) == 5 and metrics.head_count(48, 100) == 48 and metrics.head_count(4, 0.01) == 1
@@ -207,9 +211,11 @@ def test_run_models_ranks_then_masks_held_out_samples(tiny, monkeypatch):
     monkeypatch.setattr(ablation, "iter_models", lambda names, device=None: iter([tiny] * len(names)))
     rank = selection.samples("shapes/general/visual", 2)
     held_out = selection.samples("shapes/general/visual", 1, offset=2)
-    per_sample, rankings = ablation.run_models([None], rank, eval_samples=held_out, fractions=(0, 0.1),
-                                               conditions=("top",), batch_size=2, max_new_tokens=2, min_correct=1)
+    per_sample, rankings, evaluated = ablation.run_models([None], rank, eval_samples=held_out, fractions=(0, 0.1),
+                                                          conditions=("top",), batch_size=2, max_new_tokens=2,
+                                                          min_correct=1)
     ((name, ranking),) = rankings.items()
+    assert evaluated[name].table["sample_id"].tolist() == [s.id for s in held_out]  # Figure 8's samples
     res, scores, note = ranking.results, ranking.scores, ranking.note
     assert len(res) == 2 and scores.shape == (3, 4) and "detection score" in note
     assert per_sample["k"].tolist() == [0, 1] and set(per_sample["sample_id"]) == {held_out[0].id}
@@ -218,8 +224,8 @@ def test_run_models_ranks_then_masks_held_out_samples(tiny, monkeypatch):
     # saved results of the same model replace the ranking run
     res.scores["region_hits"][:] = 0.0
     res.scores["region_hits"][:, 2, 3] = 1.0
-    _, again = ablation.run_models([None], [], eval_samples=held_out, fractions=(0, 0.1), conditions=("top",),
-                                   saved=[res], batch_size=2, max_new_tokens=2, min_correct=1)
+    _, again, _ = ablation.run_models([None], [], eval_samples=held_out, fractions=(0, 0.1), conditions=("top",),
+                                      saved=[res], batch_size=2, max_new_tokens=2, min_correct=1)
     assert again[name].results is res and np.unravel_index(np.argmax(again[name].scores), (3, 4)) == (2, 3)
 
 
@@ -229,7 +235,9 @@ def test_save_and_load_round_trip(tmp_path):
     per_sample = pd.DataFrame({"model": ["toy-z"] * 2, "condition": ["top", "top"], "k": [0, 2],
                                "correct": [True, False]})
     ablation.save(per_sample, {"toy-z": Ranking(res, scores, note)}, tmp_path / "out")
-    back, rankings = ablation.load(tmp_path / "out", min_correct=1)
+    with pytest.warns(UserWarning, match="no held-out results"):
+        back, rankings, held_out = ablation.load(tmp_path / "out", min_correct=1)
+    assert held_out == {}
     pd.testing.assert_frame_equal(back, per_sample)
     (name, ranking), = rankings.items()
     scores2, note2 = ranking.scores, ranking.note
