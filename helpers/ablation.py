@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ CONDITIONS = ("top", "random", "random_layer", "late")
 STAGE_CONDITIONS = metrics.STAGES
 REAL_KS = (0, 10, 20, 30, 50, 100)
 TOY_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
+FIXED_KS = (0, 1, 2, 4, 8, 16, 32)  # the organisms' k range, fixed before any masking ran, with 10% of all heads
+FIXED_FRACTIONS = (0.1,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,16 +61,19 @@ TOY_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3)
 
 
 def k_grid(total_heads: int, ks: Sequence[int] = REAL_KS, fractions: Sequence[float] = TOY_FRACTIONS,
-           min_heads_for_absolute: int = 512) -> list[int]:
+           min_heads_for_absolute: int = 512, *, union: bool = False) -> list[int]:
     """How many heads to mask at each step: sorted distinct ints in ``[0, total_heads]``.
 
     Models with at least ``min_heads_for_absolute`` heads (the paper's: 32x32 = 1024, 40x40 = 1600)
     use the absolute ``ks`` (up to 100, as in the paper); smaller models (toys: 6x8 = 48) use
     ``fractions`` of all their heads, rounded, so the curves cover a comparable share of the model.
+    ``union=True``: every model uses both, the ``ks`` (capped at its head count) and the ``fractions``
+    (the organisms' fixed range :data:`FIXED_KS` plus :data:`FIXED_FRACTIONS`).
     """
     if total_heads < 1:
         raise ValueError(f"total_heads must be positive, got {total_heads}")
-    raw = ks if total_heads >= min_heads_for_absolute else [round(f * total_heads) for f in fractions]
+    share = [round(f * total_heads) for f in fractions]
+    raw = [*ks, *share] if union else ks if total_heads >= min_heads_for_absolute else share
     bad = [k for k in raw if k < 0]
     if bad:
         raise ValueError(f"negative head counts {bad}")
@@ -372,8 +378,8 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
                fractions: Sequence[float] = TOY_FRACTIONS, conditions: Sequence[str] = CONDITIONS,
                seed: int = 0, mode: str = "uniform", stage_order: str = "score", batch_size: int = 16,
                max_new_tokens: int = 3, saved: Sequence[Results] = (), device: str | None = None,
-               min_correct: int = 8, dataset: str = "ranking", rows: str | None = None, random_draws: int = 1
-               ) -> tuple[pd.DataFrame, dict[str, Ranking], dict[str, Results]]:
+               min_correct: int = 8, dataset: str = "ranking", rows: str | None = None, random_draws: int = 1,
+               k_union: bool = False) -> tuple[pd.DataFrame, dict[str, Ranking], dict[str, Results]]:
     """For each model in turn: rank heads on ``rank_samples``, mask on the held-out ``eval_samples``.
 
     Before any model is loaded, ``rank_samples`` and every ``saved`` result are checked against ``eval_samples``
@@ -385,7 +391,8 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
     unmasked per-head results on ``eval_samples`` (same attention row as the ranking), from which
     :func:`concentration_tables` draws Figure 8. ``dataset`` labels the ranking results (tables); ``rows``: the
     attention row the ranking is computed from (:func:`helpers.selection.rows_for`; ``None`` picks by model).
-    ``random_draws``: random control sets per ``k``, averaged (:func:`masking_curve`).
+    ``random_draws``: random control sets per ``k``, averaged (:func:`masking_curve`). ``k_union``: every model
+    is masked at ``ks`` and at ``fractions`` of its heads (:func:`k_grid` ``union``).
     """
     check_disjoint(rank_samples, eval_samples, what="run_models: rank_samples vs eval_samples")
     for res in saved:
@@ -401,7 +408,7 @@ def run_models(model_names: Sequence[str | None], rank_samples: Sequence[data.Sa
                                        rows=rows_for(model, rows))
         ranking = res.ranking(min_correct)
         total = ranking.scores.size  # the model's own head count (a spec may describe the full-size geometry)
-        grid = k_grid(total, ks, fractions)
+        grid = k_grid(total, ks, fractions, union=k_union)
         print(f"{spec.name}: ranking accuracy {res.accuracy:.1%} on {len(res)} samples (rows="
               f"{res.settings.get('rows')!r}); heads ranked by {ranking.note}; "
               f"masking k = {grid} of {total} heads on {len(eval_samples)} held-out samples; "
@@ -478,3 +485,51 @@ def concentration_tables(rankings: dict[str, Ranking], held_out: Mapping[str, Re
         binned.append(b)
         grouped.append(g)
     return pd.concat(binned, ignore_index=True), pd.concat(grouped, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which task set to mask on
+
+
+@dataclass(frozen=True)
+class MaskingTask:
+    """The task set a model is masked on, and why: ``task`` (None: not masked), ``accuracy`` and its 95%
+    interval ``low``/``high`` where it comes from a model card, ``chance``, and ``reason``."""
+
+    model: str
+    task: str | None
+    accuracy: float
+    low: float
+    high: float
+    chance: float
+    reason: str
+
+
+def masking_task(model: str, card: Mapping[str, Mapping[str, Any]] | None, *, fallback: str | None = None
+                 ) -> MaskingTask:
+    """The rule, fixed before any organism was masked: mask where the model does the task.
+
+    ``card``: the model card's held-out accuracies per task set (``{task: {"accuracy", "ci95", "chance"}}``,
+    an organism's ``card.json["scene"]``, measured on scenes of a seed no notebook uses). Among the task sets
+    whose 95% interval lies above chance, the one with the largest margin (interval low end minus chance) is
+    chosen; with none, the model is not masked (masking cannot lower an accuracy that is at chance). Without a
+    card (the paper's models on a GPU), ``fallback`` is used as given.
+    """
+    if card is None:
+        return MaskingTask(model, fallback, float("nan"), float("nan"), float("nan"), float("nan"),
+                           "no model card: the notebook's EVAL_DATASET" if fallback else "no model card, no fallback")
+    above = {t: v for t, v in card.items() if v["ci95"][0] > v["chance"]}
+    if not above:
+        best = max(card, key=lambda t: card[t]["ci95"][0] - card[t]["chance"])
+        v = card[best]
+        return MaskingTask(model, None, v["accuracy"], v["ci95"][0], v["ci95"][1], v["chance"],
+                           "not masked: at chance on every task set (card)")
+    task = max(above, key=lambda t: above[t]["ci95"][0] - above[t]["chance"])
+    v = above[task]
+    return MaskingTask(model, task, v["accuracy"], v["ci95"][0], v["ci95"][1], v["chance"],
+                       "above chance on its card, by the largest margin")
+
+
+def masking_task_table(choices: Sequence[MaskingTask]) -> pd.DataFrame:
+    """One row per model: the task set it is masked on (or none) and the card numbers behind the choice."""
+    return pd.DataFrame([asdict(c) for c in choices])

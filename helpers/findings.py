@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .extract import EagerCheck
-from .metrics import wilson_interval
+from .metrics import difference_interval, wilson_interval
 from .results import Results
 
 VERDICTS = {True: "agrees", False: "disagrees", None: "undecided"}
@@ -241,3 +241,51 @@ def box_needed(label: str, correct: int, n: int, *, paper: str) -> Finding:
     verdict = above(correct, n, 0.5)
     return Finding(f"{label}: the box is needed (whole-image guess < 0.5)", paper,
                    f"largest-group guess {rate(correct, n)}", None if verdict is None else not verdict)
+
+
+def stage_findings(stages: pd.DataFrame) -> list[Finding]:
+    """Notebook 08, Figure 7: do the top visual heads sit in the early and middle stages?
+
+    ``stages``: :func:`helpers.ablation.stage_distribution_table` (per model and stage: ``top`` share of its
+    top-k heads, ``all`` share of all heads, ``k``). Rule (fixed in advance): per model, the number of top heads
+    in the early and middle stages against a binomial draw at their share of all heads; agrees when the 95%
+    Wilson interval of the early+middle share lies above that share, disagrees when it lies at or below it,
+    else undecided.
+    """
+    rows = []
+    for model, part in stages.groupby("model", sort=False):
+        k = int(part["k"].iloc[0])
+        lead = part[part.stage.isin(["early", "middle"])]
+        inside, expected = int(round(float(lead["top"].sum()) * k)), float(lead["all"].sum())
+        rows.append(Finding(f"{model}: the top visual heads sit in the early and middle stages",
+                            "[paper] visual heads sit in early and middle layers",
+                            f"early+middle share of the top {k} heads {rate(inside, k)} against {expected:.3f} "
+                            "for heads placed at random", above(inside, k, expected)))
+    return rows
+
+
+def masking_curve_findings(per_sample: pd.DataFrame, model: str, *, k: int) -> list[Finding]:
+    """Notebook 08, Figure 6: does masking the top ``k`` visual heads hurt more than each random control?
+
+    ``per_sample``: :func:`helpers.ablation.run_models` rows (``model``, ``condition``, ``k``, ``draw``,
+    ``correct``). Rule (fixed in advance): per control (``random``: same stages, ``random_layer``: same layers),
+    the accuracy with the top ``k`` heads masked against the control's accuracy pooled over its draws; agrees
+    when the Newcombe 95% interval of (control - top) lies above zero, disagrees when it lies below zero, else
+    undecided. Pooling draws counts each sample once per draw, so the interval is somewhat too narrow when
+    draws repeat heads.
+    """
+    rows = per_sample[(per_sample.model == model) & (per_sample.k == k)]
+    top = rows[rows.condition == "top"]["correct"].astype(bool)
+    out = []
+    for control, label in (("random", "random heads of the same stages"),
+                           ("random_layer", "random heads of the same layers")):
+        ctrl = rows[rows.condition == control]["correct"].astype(bool)
+        if not len(top) or not len(ctrl):
+            continue
+        diff, low, high = difference_interval(int(ctrl.sum()), len(ctrl), int(top.sum()), len(top))
+        verdict = True if low > 0 else False if high < 0 else None
+        out.append(Finding(f"{model}: masking its top {k} visual heads hurts more than {k} {label}",
+                           "[ours] reconstruction of Figures 6-8 (masking curves)",
+                           f"top masked {rate(int(top.sum()), len(top))}, control {rate(int(ctrl.sum()), len(ctrl))}; "
+                           f"control - top {_interval(diff, low, high)}", verdict))
+    return out

@@ -19,6 +19,7 @@ files (``data_files``) or from the hub.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import random
 import warnings
@@ -52,6 +53,15 @@ def organism_folders(folder: Path | None = None) -> list[str]:
     sorted by name: two base LMs (Gemma-3-270M, SmolLM2-135M) x two variants (frozen LM, LoRA)."""
     folder = ORGANISMS_DIR if folder is None else Path(folder)
     return [str(p) for p in sorted(folder.glob("*")) if (p / "organism.json").is_file()]
+
+
+def organism_card(model: str | Path | None) -> dict | None:
+    """The held-out accuracies an organism's card records (``card.json["scene"]``: per task set ``accuracy``,
+    ``ci95``, ``chance``, ``n``), or None for anything that is not an organism folder with a card."""
+    card = Path(str(model)) / "card.json" if model is not None else None
+    if card is None or not card.is_file():
+        return None
+    return json.loads(card.read_text()).get("scene")
 
 
 def toy_models(folder: Path | None = None) -> list[str]:
@@ -231,6 +241,15 @@ def samples(name: str, n: int | None = None, *, offset: int = 0, seed: int | Non
         raise data.EmptySplitError(f"dataset {name!r}{f' (split {split})' if split else ''}: no samples left after "
                                    f"filtering and skipping {offset}; lower the offset or give more data")
     return data.SampleList(chosen, loaded.skipped)
+
+
+def held_out(name: str, n: int, *, after: int, **kwargs: Any) -> data.SampleList:
+    """``n`` samples of ``name`` that come after the first ``after`` samples other notebooks use (``samples(name,
+    after)``): for PointQA-style sets the records after those samples' records, else the samples after them."""
+    bench = parse_dataset(name)[0]
+    skip = len({s.meta.get("record_id", s.id) for s in samples(name, after, **kwargs)}) if bench in RECORD_SETS \
+        else after
+    return samples(name, n, offset=skip, **kwargs)
 
 
 def panels(name: str, n: int, *, seed: int = 0, split_by: str | None = "question_kind",
