@@ -309,3 +309,174 @@ def describe_conditions(maps: Mapping[str, Mapping[str, np.ndarray]], pairs: Seq
                          "top heads a": " ".join(f"{lyr}.{h}" for lyr, h in top_a),
                          "top heads b": " ".join(f"{lyr}.{h}" for lyr, h in top_b)})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement judged against sampling noise (Figures 3, 4, 5 of the organisms' notebooks)
+
+BASES = ("heads", "depth profile")
+
+
+def _mean_map(values: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """NaN-aware mean over samples of ``values [samples, layers, heads]`` (rows ``idx``): ``[layers, heads]``."""
+    part = values if idx is None else values[idx]
+    with warnings.catch_warnings():  # a head with no counted sample stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(part, axis=0)
+
+
+def _r(a: np.ndarray, b: np.ndarray, basis: str, points: int) -> float:
+    """Pearson r of two maps on ``basis``: flattened heads, or depth profiles (:func:`helpers.metrics.profile_correlation`)."""
+    if basis == "heads":
+        return metrics.pearson(a, b)
+    if basis == "depth profile":
+        return metrics.profile_correlation(a, b, points)
+    raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+
+
+def sample_values(res: Results, score: str, *, min_correct: int = 8) -> np.ndarray:
+    """The per-sample values whose mean is the map of ``score``: float64 ``[samples, layers, heads]``.
+
+    ``score="detection"``: ``region_hits`` with the rows of incorrectly answered samples set to NaN (the detection
+    score, :meth:`helpers.results.Results.ranking`), or of every sample when fewer than ``min_correct`` boxed
+    samples are correct (the ranking's fallback). Any other name: that score of every sample.
+    """
+    if score != "detection":
+        return np.asarray(res.scores[score], dtype=np.float64)
+    values = np.asarray(res.scores["region_hits"], dtype=np.float64).copy()
+    boxed = ~np.isnan(values).all(axis=(1, 2))
+    correct = res.correct_mask()
+    if int((boxed & correct).sum()) >= min_correct:
+        values[~correct] = np.nan
+    return values
+
+
+def reliability(values: np.ndarray, basis: str = "heads", *, splits: int = 20, seed: int = 0,
+                points: int = 20) -> float:
+    """Split-half reliability of the mean map of ``values [samples, layers, heads]`` on ``basis``.
+
+    For each of ``splits`` random halvings of the samples: Pearson r of the two half maps (``"heads"``: flattened
+    maps; ``"depth profile"``: their depth profiles, :func:`helpers.metrics.profile_correlation`); the mean r over
+    halvings, stepped up to the full sample size with :func:`spearman_brown`. Averaging over halvings is our
+    choice (one halving, :func:`split_half`, is itself noisy at a few dozen samples). NaN below 4 samples.
+    """
+    n = len(values)
+    if n < 4:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    rs = []
+    for _ in range(splits):
+        order = rng.permutation(n)
+        rs.append(_r(_mean_map(values, order[: n // 2]), _mean_map(values, order[n // 2:]), basis, points))
+    return spearman_brown(float(np.nanmean(rs)) if np.isfinite(rs).any() else float("nan"))
+
+
+def map_agreement(values_a: np.ndarray, values_b: np.ndarray, basis: str = "heads", *, paired: bool = False,
+                  n_boot: int = 200, splits: int = 20, seed: int = 0, points: int = 20) -> dict[str, float]:
+    """Agreement of the mean maps of two sample sets, next to the ceiling their sampling noise sets.
+
+    ``values_a [samples_a, layers_a, heads_a]``, ``values_b [samples_b, ...]`` (``basis="heads"`` needs equal
+    ``[layers, heads]``). Returns ``r`` (Pearson r of the two full-sample maps on ``basis``), ``r low`` / ``r high``
+    (``r`` plus and minus 1.96 bootstrap standard errors: ``n_boot`` resamplings of the samples with replacement,
+    jointly when ``paired`` (the same samples seen by two models), else each set on its own; a normal interval
+    centred on ``r``, because a resampled map is noisier than the full one and percentile intervals would sit
+    low), ``rel a`` / ``rel b`` (:func:`reliability` on the same basis), ``ceiling`` (:func:`noise_ceiling`) and
+    ``r / ceiling`` with its interval ``ratio low`` / ``ratio high`` (the ceiling held fixed): 1 means the maps
+    agree as well as two noisy measurements of one true map can.
+    """
+    va, vb = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
+    if paired and len(va) != len(vb):
+        raise ValueError(f"paired sample sets must be equally long, got {len(va)} and {len(vb)}")
+    r = _r(_mean_map(va), _mean_map(vb), basis, points)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_boot):
+        ia = rng.integers(0, len(va), len(va))
+        ib = ia if paired else rng.integers(0, len(vb), len(vb))
+        boot.append(_r(_mean_map(va, ia), _mean_map(vb, ib), basis, points))
+    se = float(np.nanstd(boot)) if np.isfinite(boot).sum() >= 2 else float("nan")
+    rel_a = reliability(va, basis, splits=splits, seed=seed, points=points)
+    rel_b = reliability(vb, basis, splits=splits, seed=seed + 1, points=points)
+    ceiling = noise_ceiling(rel_a, rel_b)
+    low, high = r - 1.96 * se, r + 1.96 * se
+    return {"r": r, "r low": low, "r high": high, "rel a": rel_a, "rel b": rel_b, "ceiling": ceiling,
+            "r / ceiling": r / ceiling, "ratio low": low / ceiling, "ratio high": high / ceiling,
+            "samples a": len(va), "samples b": len(vb)}
+
+
+def condition_agreement(res: Results, pairs: Sequence[tuple[str, str]],
+                        scores: Sequence[str] = ("weight", "region_weight"), *,
+                        columns: Sequence[str] = ("prompt_kind", "question_kind"), n_boot: int = 200,
+                        seed: int = 0) -> pd.DataFrame:
+    """Figure 3's comparisons against sampling noise: one row per condition pair ``(a, b)`` and score.
+
+    Conditions are values of the table ``columns`` (:meth:`helpers.results.Results.split_by`: ``"visual"``,
+    ``"plain"``, ``"general"``, ``"object"``, ``"super"``). Each row: ``model``, ``dataset``, ``pair``, ``score``,
+    ``mean a`` / ``mean b`` (mean of each condition's map) and :func:`map_agreement`'s fields on the head basis,
+    the two conditions resampled independently (they hold different samples).
+    """
+    parts: dict[str, Results] = {}
+    for column in columns:
+        if column in res.table:
+            parts.update(res.split_by(column))
+    rows = []
+    for a, b in pairs:
+        if a not in parts or b not in parts:
+            continue
+        for score in scores:
+            if score not in res.scores:
+                continue
+            va, vb = sample_values(parts[a], score), sample_values(parts[b], score)
+            rows.append({"model": res.model_name, "dataset": res.dataset, "pair": f"{a} vs {b}", "score": score,
+                         "mean a": float(np.nanmean(va)), "mean b": float(np.nanmean(vb)),
+                         **map_agreement(va, vb, "heads", n_boot=n_boot, seed=seed)})
+    return pd.DataFrame(rows)
+
+
+def family_agreement(results_list: Sequence[Results], score: str = "detection", *,
+                     families: Mapping[str, str] | None = None, min_correct: int = 8, n_boot: int = 200,
+                     seed: int = 0, points: int = 20) -> pd.DataFrame:
+    """Figure 4's comparisons against sampling noise: one row per pair of models and basis.
+
+    ``results_list``: one Results per model, all on the same samples (resampled jointly, :func:`map_agreement`
+    with ``paired``). Pairs of one family (same base LM, equal ``[layers, heads]``) get two rows: ``basis="heads"``
+    (head by head) and ``basis="depth profile"``; pairs across families get only the depth-profile row (their heads
+    do not correspond). The depth-profile row of a within-family pair is what makes within and across comparable:
+    both are then the same statistic. Columns: ``a``, ``b``, ``family a``, ``family b``, ``same family``,
+    ``basis``, ``score`` and :func:`map_agreement`'s fields, whose reliabilities are on the row's basis.
+    """
+    families = dict(families or {})
+    values = {r.model_name: sample_values(r, score, min_correct=min_correct) for r in results_list}
+    rows = []
+    for a, b in itertools.combinations(values, 2):
+        fa, fb = families.get(a, a), families.get(b, b)
+        same = fa == fb and values[a].shape[1:] == values[b].shape[1:]
+        for basis in (("heads", "depth profile") if same else ("depth profile",)):
+            rows.append({"a": a, "b": b, "family a": fa, "family b": fb, "same family": fa == fb, "basis": basis,
+                         "score": score, **map_agreement(values[a], values[b], basis, paired=True, n_boot=n_boot,
+                                                         seed=seed, points=points)})
+    return pd.DataFrame(rows)
+
+
+def task_set_agreement(results_by_model: Mapping[str, Sequence[Results]], score: str = "weight", *,
+                       n_boot: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Figure 5's comparisons against sampling noise, per model across its task sets.
+
+    ``results_by_model``: model -> its Results, one per task set (``res.dataset`` labels). Returns
+    ``(pair_rows, levels)``: one row per model and pair of task sets with :func:`map_agreement`'s fields on the
+    head basis (different samples: resampled independently); and one row per model and task set with the mean
+    ``score`` over heads and samples (``mean``), its 95% interval over samples (``low`` / ``high``: mean of the
+    per-sample head means plus and minus 1.96 standard errors), ``samples`` and ``accuracy``.
+    """
+    pair_rows, levels = [], []
+    for name, res_list in results_by_model.items():
+        for r in res_list:
+            per_sample = np.nanmean(sample_values(r, score).reshape(len(r), -1), axis=1)
+            mean, se = float(np.mean(per_sample)), float(np.std(per_sample, ddof=1) / np.sqrt(len(r)))
+            levels.append({"model": name, "dataset": r.dataset, "mean": mean, "low": mean - 1.96 * se,
+                           "high": mean + 1.96 * se, "samples": len(r), "accuracy": r.accuracy})
+        for ra, rb in itertools.combinations(res_list, 2):
+            pair_rows.append({"model": name, "a": ra.dataset, "b": rb.dataset, "score": score,
+                              **map_agreement(sample_values(ra, score), sample_values(rb, score), "heads",
+                                              n_boot=n_boot, seed=seed)})
+    return pd.DataFrame(pair_rows), pd.DataFrame(levels)

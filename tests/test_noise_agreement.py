@@ -1,0 +1,105 @@
+"""Agreement judged against sampling noise (helpers.agreement.map_agreement and the tables of notebooks 05-07)
+and the verdicts helpers.findings draws from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import agreement, findings
+from helpers.results import Results
+
+
+def values(base: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
+    return base[None] + np.random.default_rng(seed).normal(0, noise, (n, *base.shape))
+
+
+def results(base: np.ndarray, *, n: int = 24, noise: float = 0.3, seed: int = 0, model: str = "m",
+            dataset: str = "d", kinds: tuple[str, str] = ("visual", "plain"), other: np.ndarray | None = None
+            ) -> Results:
+    """``n`` samples, alternating prompt kinds; with ``other``, the second kind's samples come from that map."""
+    w = values(base, n, noise, seed)
+    if other is not None:
+        w[1::2] = values(other, n, noise, seed + 7)[1::2]
+    table = pd.DataFrame({"index": np.arange(n), "sample_id": [f"s{i}" for i in range(n)],
+                          "prompt_kind": (list(kinds) * n)[:n], "question_kind": "general", "correct": [True] * n})
+    w = w.astype(np.float32)
+    return Results(table, {"weight": w, "region_hits": w.copy()}, {"model_name": model, "dataset": dataset})
+
+
+def test_reliability_falls_with_noise_and_needs_samples():
+    base = np.random.default_rng(1).uniform(size=(8, 5))
+    clean = agreement.reliability(values(base, 20, 0.05, 0))
+    noisy = agreement.reliability(values(base, 20, 3.0, 0))
+    assert clean > 0.95 > noisy
+    assert np.isnan(agreement.reliability(values(base, 3, 0.1, 0)))
+    prof = agreement.reliability(values(base, 20, 0.05, 0), "depth profile")
+    assert prof > 0.9
+    with pytest.raises(ValueError, match="basis"):
+        agreement.reliability(values(base, 20, 0.05, 0), "layers")
+
+
+def test_map_agreement_reaches_the_ceiling_only_for_one_true_map():
+    rng = np.random.default_rng(2)
+    base, other = rng.uniform(size=(8, 5)), rng.uniform(size=(8, 5))
+    same = agreement.map_agreement(values(base, 30, 0.5, 0), values(base, 30, 0.5, 1), n_boot=100)
+    diff = agreement.map_agreement(values(base, 30, 0.5, 0), values(other, 30, 0.5, 1), n_boot=100)
+    assert same["ratio high"] >= findings.SAME_PATTERN and same["r low"] <= same["r"] <= same["r high"]
+    assert findings.same_pattern(same["ratio low"], same["ratio high"]) is not False
+    assert findings.same_pattern(diff["ratio low"], diff["ratio high"]) is False
+    deep = values(rng.uniform(size=(12, 3)), 30, 0.5, 2)
+    prof = agreement.map_agreement(values(base, 30, 0.5, 0), deep, "depth profile", paired=True, n_boot=20)
+    assert np.isfinite(prof["r"]) and prof["samples b"] == 30
+    with pytest.raises(ValueError, match="paired"):
+        agreement.map_agreement(values(base, 30, 0.5, 0), values(base, 20, 0.5, 0), paired=True)
+
+
+def test_same_pattern_rule():
+    assert findings.same_pattern(0.85, 1.1) is True
+    assert findings.same_pattern(0.2, 0.7) is False
+    assert findings.same_pattern(0.5, 0.9) is None
+    assert findings.same_pattern(float("nan"), 1.0) is None
+
+
+def test_condition_findings_turn_on_what_the_box_changes():
+    rng = np.random.default_rng(3)
+    base, other = rng.uniform(size=(8, 5)), rng.uniform(size=(8, 5))
+    unchanged = agreement.condition_agreement(results(base, n=40, noise=0.2), [("visual", "plain")], ["weight"],
+                                              n_boot=50)
+    changed = agreement.condition_agreement(results(base, n=40, noise=0.2, other=other), [("visual", "plain")],
+                                            ["weight"], n_boot=50)
+    assert list(unchanged["pair"]) == ["visual vs plain"] and unchanged["r"].iloc[0] > changed["r"].iloc[0]
+    (same,) = findings.condition_findings(unchanged)
+    (diff,) = findings.condition_findings(changed)
+    assert same.agrees is True and diff.agrees is False and "noise ceiling" in diff.measured
+    named = findings.condition_findings(changed.assign(pair="object vs general"))
+    assert named[0].agrees is True  # a changed pattern is what "naming activates extra heads" needs
+
+
+def test_family_agreement_rows_and_verdicts():
+    rng = np.random.default_rng(4)
+    base, deep = rng.uniform(size=(8, 5)), rng.uniform(size=(12, 3))
+    res = [results(base, seed=0, model="a1"), results(base, seed=1, model="a2"), results(deep, seed=2, model="b1")]
+    fams = {"a1": "A", "a2": "A", "b1": "B"}
+    table = agreement.family_agreement(res, "weight", families=fams, n_boot=30)
+    assert sorted(zip(table["a"], table["b"], table["basis"], strict=True)) == [
+        ("a1", "a2", "depth profile"), ("a1", "a2", "heads"), ("a1", "b1", "depth profile"),
+        ("a2", "b1", "depth profile")]
+    rows = findings.family_findings(table)
+    assert [f.claim.split(":")[0] for f in rows] == ["same family correlates strongly", "across families differ",
+                                                   "across families differ",
+                                                   "within-family depth profiles agree more than across-family ones"]
+    assert rows[0].agrees is True
+
+
+def test_task_set_agreement_levels_and_findings():
+    base = np.random.default_rng(5).uniform(size=(8, 5))
+    same = [results(base, seed=s, dataset=f"set{s}") for s in range(3)]
+    shifted = [results(base + 5 * s, seed=s, dataset=f"set{s}") for s in range(3)]
+    pairs, levels = agreement.task_set_agreement({"m": same, "shifted": shifted}, "weight", n_boot=30)
+    assert len(pairs) == 6 and list(levels["samples"]) == [24] * 6
+    rows = {f.claim: f.agrees for f in findings.task_set_findings(pairs, levels)}
+    assert rows["m: head pattern consistent across task sets"] is True
+    assert rows["m: mean image weight differs across task sets"] is False
+    assert rows["shifted: mean image weight differs across task sets"] is True
