@@ -572,6 +572,44 @@ def model_layer_profiles(results_list: Sequence, scores: dict | Sequence[str] = 
     return fig
 
 
+def agreement_intervals(table: pd.DataFrame, labels: Sequence[str], *, group: str | None = None,
+                        title: str | None = None) -> matplotlib.figure.Figure:
+    """Agreement next to its noise ceiling, one row per comparison (Figures 3-5 of the organisms' notebooks).
+
+    ``table``: rows with :func:`helpers.agreement.map_agreement`'s fields (``r``, ``r low``, ``r high``,
+    ``ceiling``). ``labels``: the columns joined into each row's label (name the basis there when rows differ in
+    basis). Each row: ``r`` with its 95% interval (dot and bar) and the noise ceiling (black tick): a dot at its
+    tick means the two maps agree as well as sampling noise allows. ``group``: a column whose values colour the dots.
+    """
+    import matplotlib.pyplot as plt
+
+    if not len(table):
+        raise ValueError("no comparisons to draw")
+    names = [" · ".join(str(row[c]) for c in labels) for _, row in table.iterrows()]
+    groups = list(dict.fromkeys(table[group])) if group else [None]
+    colors = {g: f"C{i}" for i, g in enumerate(groups)}
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(table) + 1.4))
+    y = np.arange(len(table))[::-1]
+    for yi, (_, row) in zip(y, table.iterrows(), strict=True):
+        color = colors[row[group]] if group else "C0"
+        ax.errorbar(row["r"], yi, xerr=[[row["r"] - row["r low"]], [row["r high"] - row["r"]]], fmt="o", ms=4,
+                    color=color, capsize=2)
+        ax.plot([row["ceiling"]], [yi], marker="|", ms=12, mew=2, color="k")
+    if group:
+        for g in groups:
+            ax.plot([], [], "o", color=colors[g], label=f"{group}: {g}")
+    ax.plot([], [], "|", color="k", ms=10, mew=2, label="noise ceiling sqrt(rel a x rel b)")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("Pearson r of the two maps (95% bootstrap interval)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="lower left")
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
 def figure_name(*parts: object) -> str:
     """A file-name-safe figure name from parts (model names, data sets): ``fig3_toy-a1_shapes``."""
     import re

@@ -103,3 +103,19 @@ def test_task_set_agreement_levels_and_findings():
     assert rows["m: head pattern consistent across task sets"] is True
     assert rows["m: mean image weight differs across task sets"] is False
     assert rows["shifted: mean image weight differs across task sets"] is True
+
+
+def test_agreement_intervals_draws_one_row_per_comparison():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers import plots
+
+    table = pd.DataFrame({"a": ["x", "y"], "basis": ["heads", "depth profile"], "r": [0.5, 0.1], "r low": [0.3, -0.2],
+                          "r high": [0.7, 0.4], "ceiling": [0.9, 0.8], "same family": [True, False]})
+    fig = plots.agreement_intervals(table, ["a", "basis"], group="same family", title="t")
+    ax = fig.axes[0]
+    placed = dict(zip(ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()], strict=True))
+    assert placed == {1: "x · heads", 0: "y · depth profile"}  # the first row on top
+    with pytest.raises(ValueError, match="no comparisons"):
+        plots.agreement_intervals(table.iloc[:0], ["a"])
