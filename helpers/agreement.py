@@ -371,49 +371,111 @@ def reliability(values: np.ndarray, basis: str = "heads", *, splits: int = 20, s
     return spearman_brown(float(np.nanmean(rs)) if np.isfinite(rs).any() else float("nan"))
 
 
-def map_agreement(values_a: np.ndarray, values_b: np.ndarray, basis: str = "heads", *, paired: bool = False,
-                  n_boot: int = 200, splits: int = 20, seed: int = 0, points: int = 20) -> dict[str, float]:
-    """Agreement of the mean maps of two sample sets, next to the ceiling their sampling noise sets.
+def _groups(units: Sequence[object] | None, n: int) -> dict[object, np.ndarray]:
+    """Unit label -> the sample rows it holds (each sample its own unit when ``units`` is None)."""
+    labels = list(range(n)) if units is None else list(units)
+    if len(labels) != n:
+        raise ValueError(f"need one unit label per sample: {len(labels)} labels for {n} samples")
+    out: dict[object, list[int]] = {}
+    for i, u in enumerate(labels):
+        out.setdefault(u, []).append(i)
+    return {u: np.asarray(rows) for u, rows in out.items()}
+
+
+def _rows(draw: Sequence[object], groups: Mapping[object, np.ndarray]) -> np.ndarray:
+    parts = [groups[u] for u in draw if u in groups]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+
+
+def _cross_half(va: np.ndarray, vb: np.ndarray, ga: Mapping, gb: Mapping, draw_a: np.ndarray, draw_b: np.ndarray,
+                paired: bool, rng: np.random.Generator, splits: int, basis: str, points: int
+                ) -> tuple[float, float, float]:
+    """Mean over ``splits`` halvings of the units: ``(within a, within b, cross)`` half-map correlations."""
+    wa, wb, cross = [], [], []
+    for _ in range(splits):
+        pa = rng.permutation(draw_a)
+        ha = (pa[: len(pa) // 2], pa[len(pa) // 2:])
+        if paired:
+            hb = ha
+        else:
+            pb = rng.permutation(draw_b)
+            hb = (pb[: len(pb) // 2], pb[len(pb) // 2:])
+        a1, a2 = (_mean_map(va, _rows(h, ga)) for h in ha)
+        b1, b2 = (_mean_map(vb, _rows(h, gb)) for h in hb)
+        wa.append(_r(a1, a2, basis, points))
+        wb.append(_r(b1, b2, basis, points))
+        cross.append((_r(a1, b2, basis, points) + _r(a2, b1, basis, points)) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(wa)), float(np.nanmean(wb)), float(np.nanmean(cross))
+
+
+def _ratio(within_a: float, within_b: float, cross: float) -> float:
+    if not (np.isfinite(within_a) and np.isfinite(within_b)) or within_a <= 0 or within_b <= 0:
+        return float("nan")
+    return float(cross / np.sqrt(within_a * within_b))
+
+
+def map_agreement(values_a: np.ndarray, values_b: np.ndarray, basis: str = "heads", *,
+                  units_a: Sequence[object] | None = None, units_b: Sequence[object] | None = None,
+                  n_boot: int = 100, splits: int = 20, boot_splits: int = 4, seed: int = 0,
+                  points: int = 20) -> dict[str, float]:
+    """Agreement of the mean maps of two sample sets, judged against the noise of each.
 
     ``values_a [samples_a, layers_a, heads_a]``, ``values_b [samples_b, ...]`` (``basis="heads"`` needs equal
-    ``[layers, heads]``). Returns ``r`` (Pearson r of the two full-sample maps on ``basis``), ``r low`` / ``r high``
-    (``r`` plus and minus 1.96 bootstrap standard errors: ``n_boot`` resamplings of the samples with replacement,
-    jointly when ``paired`` (the same samples seen by two models), else each set on its own; a normal interval
-    centred on ``r``, because a resampled map is noisier than the full one and percentile intervals would sit
-    low), ``rel a`` / ``rel b`` (:func:`reliability` on the same basis), ``ceiling`` (:func:`noise_ceiling`) and
-    ``r / ceiling`` with its interval ``ratio low`` / ``ratio high`` (the ceiling held fixed): 1 means the maps
-    agree as well as two noisy measurements of one true map can.
+    ``[layers, heads]``). ``units_a`` / ``units_b``: one label per sample saying which unit it belongs to when the two
+    sets are *paired* (the same images: a record of scenes-count seen under two conditions, or one sample seen by two
+    models); units are then halved and resampled jointly. Without units the sets are independent.
+
+    Returns
+    - ``r``: Pearson r of the two full-sample maps on ``basis``; ``rel a`` / ``rel b``: split-half reliability of
+      each map (mean half-map r over ``splits`` halvings, stepped up with :func:`spearman_brown`); ``ceiling``:
+      :func:`noise_ceiling` ``sqrt(rel_a rel_b)``. With paired sets ``r`` can exceed ``ceiling``: the shared images
+      make the two maps share their noise.
+    - ``ratio``: the disattenuated agreement that the verdicts use, ``cross / sqrt(within_a within_b)``: ``cross``
+      correlates a half map of ``a`` with the half map of ``b`` from the *other* half of the units, ``within`` the
+      two halves of one set, all at half size and averaged over ``splits`` halvings. Shared images never enter
+      ``cross``, so paired and independent sets are judged alike; 1 means the two maps agree as well as two noisy
+      measurements of one true map. ``ratio low`` / ``ratio high``: ``ratio`` plus and minus 1.96 bootstrap
+      standard errors (``n_boot`` resamplings of the units with replacement, ``boot_splits`` halvings each).
+    Our reconstruction: the paper states no noise model.
     """
     va, vb = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
-    if paired and len(va) != len(vb):
-        raise ValueError(f"paired sample sets must be equally long, got {len(va)} and {len(vb)}")
-    r = _r(_mean_map(va), _mean_map(vb), basis, points)
+    paired = units_a is not None and units_b is not None
+    ga, gb = _groups(units_a, len(va)), _groups(units_b, len(vb))
+    draw_a = np.asarray(list(dict.fromkeys([*ga, *gb])) if paired else list(ga), dtype=object)
+    draw_b = draw_a if paired else np.asarray(list(gb), dtype=object)
     rng = np.random.default_rng(seed)
+    wa, wb, cross = _cross_half(va, vb, ga, gb, draw_a, draw_b, paired, rng, splits, basis, points)
+    ratio = _ratio(wa, wb, cross)
     boot = []
     for _ in range(n_boot):
-        ia = rng.integers(0, len(va), len(va))
-        ib = ia if paired else rng.integers(0, len(vb), len(vb))
-        boot.append(_r(_mean_map(va, ia), _mean_map(vb, ib), basis, points))
+        da = draw_a[rng.integers(0, len(draw_a), len(draw_a))]
+        db = da if paired else draw_b[rng.integers(0, len(draw_b), len(draw_b))]
+        boot.append(_ratio(*_cross_half(va, vb, ga, gb, da, db, paired, rng, boot_splits, basis, points)))
     se = float(np.nanstd(boot)) if np.isfinite(boot).sum() >= 2 else float("nan")
-    rel_a = reliability(va, basis, splits=splits, seed=seed, points=points)
-    rel_b = reliability(vb, basis, splits=splits, seed=seed + 1, points=points)
-    ceiling = noise_ceiling(rel_a, rel_b)
-    low, high = r - 1.96 * se, r + 1.96 * se
-    return {"r": r, "r low": low, "r high": high, "rel a": rel_a, "rel b": rel_b, "ceiling": ceiling,
-            "r / ceiling": r / ceiling, "ratio low": low / ceiling, "ratio high": high / ceiling,
-            "samples a": len(va), "samples b": len(vb)}
+    rel_a, rel_b = spearman_brown(wa), spearman_brown(wb)
+    return {"r": _r(_mean_map(va), _mean_map(vb), basis, points), "rel a": rel_a, "rel b": rel_b,
+            "ceiling": noise_ceiling(rel_a, rel_b), "ratio": ratio, "ratio low": ratio - 1.96 * se,
+            "ratio high": ratio + 1.96 * se, "samples a": len(va), "samples b": len(vb)}
+
+
+def record_of(res: Results) -> list[str]:
+    """The record (image) each sample belongs to: ``sample_id`` up to its first ``":"`` (scenes-count's
+    ``scenes-count-0003:object:visual`` -> ``scenes-count-0003``); a sample without one is its own record."""
+    return [str(s).split(":")[0] for s in res.table["sample_id"]]
 
 
 def condition_agreement(res: Results, pairs: Sequence[tuple[str, str]],
                         scores: Sequence[str] = ("weight", "region_weight"), *,
-                        columns: Sequence[str] = ("prompt_kind", "question_kind"), n_boot: int = 200,
+                        columns: Sequence[str] = ("prompt_kind", "question_kind"), n_boot: int = 100,
                         seed: int = 0) -> pd.DataFrame:
     """Figure 3's comparisons against sampling noise: one row per condition pair ``(a, b)`` and score.
 
     Conditions are values of the table ``columns`` (:meth:`helpers.results.Results.split_by`: ``"visual"``,
     ``"plain"``, ``"general"``, ``"object"``, ``"super"``). Each row: ``model``, ``dataset``, ``pair``, ``score``,
     ``mean a`` / ``mean b`` (mean of each condition's map) and :func:`map_agreement`'s fields on the head basis,
-    the two conditions resampled independently (they hold different samples).
+    paired by record (:func:`record_of`: the two conditions of one record share its image).
     """
     parts: dict[str, Results] = {}
     for column in columns:
@@ -429,17 +491,17 @@ def condition_agreement(res: Results, pairs: Sequence[tuple[str, str]],
             va, vb = sample_values(parts[a], score), sample_values(parts[b], score)
             rows.append({"model": res.model_name, "dataset": res.dataset, "pair": f"{a} vs {b}", "score": score,
                          "mean a": float(np.nanmean(va)), "mean b": float(np.nanmean(vb)),
-                         **map_agreement(va, vb, "heads", n_boot=n_boot, seed=seed)})
+                         **map_agreement(va, vb, "heads", units_a=record_of(parts[a]),
+                                         units_b=record_of(parts[b]), n_boot=n_boot, seed=seed)})
     return pd.DataFrame(rows)
 
 
 def family_agreement(results_list: Sequence[Results], score: str = "detection", *,
-                     families: Mapping[str, str] | None = None, min_correct: int = 8, n_boot: int = 200,
+                     families: Mapping[str, str] | None = None, min_correct: int = 8, n_boot: int = 100,
                      seed: int = 0, points: int = 20) -> pd.DataFrame:
     """Figure 4's comparisons against sampling noise: one row per pair of models and basis.
 
-    ``results_list``: one Results per model, all on the same samples (resampled jointly, :func:`map_agreement`
-    with ``paired``). Pairs of one family (same base LM, equal ``[layers, heads]``) get two rows: ``basis="heads"``
+    ``results_list``: one Results per model, on the same samples (paired by ``sample_id``, :func:`map_agreement`). Pairs of one family (same base LM, equal ``[layers, heads]``) get two rows: ``basis="heads"``
     (head by head) and ``basis="depth profile"``; pairs across families get only the depth-profile row (their heads
     do not correspond). The depth-profile row of a within-family pair is what makes within and across comparable:
     both are then the same statistic. Columns: ``a``, ``b``, ``family a``, ``family b``, ``same family``,
@@ -447,24 +509,25 @@ def family_agreement(results_list: Sequence[Results], score: str = "detection", 
     """
     families = dict(families or {})
     values = {r.model_name: sample_values(r, score, min_correct=min_correct) for r in results_list}
+    ids = {r.model_name: list(r.table["sample_id"]) for r in results_list}
     rows = []
     for a, b in itertools.combinations(values, 2):
         fa, fb = families.get(a, a), families.get(b, b)
         same = fa == fb and values[a].shape[1:] == values[b].shape[1:]
         for basis in (("heads", "depth profile") if same else ("depth profile",)):
             rows.append({"a": a, "b": b, "family a": fa, "family b": fb, "same family": fa == fb, "basis": basis,
-                         "score": score, **map_agreement(values[a], values[b], basis, paired=True, n_boot=n_boot,
-                                                         seed=seed, points=points)})
+                         "score": score, **map_agreement(values[a], values[b], basis, units_a=ids[a], units_b=ids[b],
+                                                         n_boot=n_boot, seed=seed, points=points)})
     return pd.DataFrame(rows)
 
 
 def task_set_agreement(results_by_model: Mapping[str, Sequence[Results]], score: str = "weight", *,
-                       n_boot: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       n_boot: int = 100, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Figure 5's comparisons against sampling noise, per model across its task sets.
 
     ``results_by_model``: model -> its Results, one per task set (``res.dataset`` labels). Returns
     ``(pair_rows, levels)``: one row per model and pair of task sets with :func:`map_agreement`'s fields on the
-    head basis (different samples: resampled independently); and one row per model and task set with the mean
+    head basis (different images: independent sets); and one row per model and task set with the mean
     ``score`` over heads and samples (``mean``), its 95% interval over samples (``low`` / ``high``: mean of the
     per-sample head means plus and minus 1.96 standard errors), ``samples`` and ``accuracy``.
     """

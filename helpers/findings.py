@@ -65,12 +65,12 @@ def above(correct: int, n: int, chance: float) -> bool | None:
 # ---------------------------------------------------------------------------------------------
 # Verdicts on agreement tables (helpers.agreement.map_agreement fields), notebooks 05-07
 
-SAME_PATTERN = 0.8  # r / ceiling at or above this: the two maps show the same pattern up to sampling noise
+SAME_PATTERN = 0.8  # ratio at or above this: the two maps show the same pattern up to sampling noise
 
 
 def same_pattern(ratio_low: float, ratio_high: float, margin: float = SAME_PATTERN) -> bool | None:
-    """Are two maps the same pattern up to sampling noise? Decided on the interval of ``r / ceiling``
-    (:func:`helpers.agreement.map_agreement`): True when its low end is at or above ``margin`` (the correlation is
+    """Are two maps the same pattern up to sampling noise? Decided on the interval of the disattenuated agreement
+    ``ratio`` (:func:`helpers.agreement.map_agreement`; printed as ``r/noise``): True when its low end is at or above ``margin`` (the correlation is
     at least ``margin`` of what two noisy measurements of one true map reach), False when its high end is below
     ``margin``, None otherwise or when the interval is not finite (no ceiling: a map with no reliability)."""
     if not (ratio_low == ratio_low and ratio_high == ratio_high) or abs(ratio_low) == float("inf"):
@@ -80,8 +80,8 @@ def same_pattern(ratio_low: float, ratio_high: float, margin: float = SAME_PATTE
 
 def _ratio(row: object) -> str:
     get = row.__getitem__
-    return (f"r={get('r'):.2f} [{get('r low'):.2f}, {get('r high'):.2f}], noise ceiling {get('ceiling'):.2f}, "
-            f"r/ceiling {get('r / ceiling'):.2f} [{get('ratio low'):.2f}, {get('ratio high'):.2f}]")
+    return (f"r={get('r'):.2f} (noise ceiling {get('ceiling'):.2f}); r/noise {get('ratio'):.2f} "
+            f"[{get('ratio low'):.2f}, {get('ratio high'):.2f}]")
 
 
 def condition_findings(table: pd.DataFrame, margin: float = SAME_PATTERN) -> list[Finding]:
@@ -143,9 +143,9 @@ def family_findings(table: pd.DataFrame, margin: float = SAME_PATTERN) -> list[F
         agrees = None if not finite else True if w_low > a_high else False if w_high < a_low else None
         out.append(Finding("within-family depth profiles agree more than across-family ones",
                            "[paper] same family correlate strongly; across families they differ",
-                           f"depth profile r/ceiling within {within['r / ceiling'].min():.2f} to "
-                           f"{within['r / ceiling'].max():.2f}, across {across['r / ceiling'].min():.2f} to "
-                           f"{across['r / ceiling'].max():.2f}", agrees))
+                           f"depth profile r/noise within {within['ratio'].min():.2f} to "
+                           f"{within['ratio'].max():.2f}, across {across['ratio'].min():.2f} to "
+                           f"{across['ratio'].max():.2f}", agrees))
     return out
 
 
@@ -164,8 +164,8 @@ def task_set_findings(pair_rows: pd.DataFrame, levels: pd.DataFrame, margin: flo
     for model, rows in pair_rows.groupby("model", sort=False):
         verdicts = [same_pattern(lo, hi, margin) for lo, hi in zip(rows["ratio low"], rows["ratio high"], strict=True)]
         agrees = False if False in verdicts else True if verdicts and all(v is True for v in verdicts) else None
-        measured = "; ".join(f"{a} vs {b}: r/ceiling {r:.2f} [{lo:.2f}, {hi:.2f}]" for a, b, r, lo, hi in
-                             zip(rows["a"], rows["b"], rows["r / ceiling"], rows["ratio low"], rows["ratio high"],
+        measured = "; ".join(f"{a} vs {b}: r/noise {r:.2f} [{lo:.2f}, {hi:.2f}]" for a, b, r, lo, hi in
+                             zip(rows["a"], rows["b"], rows["ratio"], rows["ratio low"], rows["ratio high"],
                                  strict=True))
         out.append(Finding(f"{model}: head pattern consistent across task sets",
                            "[paper] per model, the attention distribution is consistent across datasets", measured,

@@ -573,13 +573,14 @@ def model_layer_profiles(results_list: Sequence, scores: dict | Sequence[str] = 
 
 
 def agreement_intervals(table: pd.DataFrame, labels: Sequence[str], *, group: str | None = None,
-                        title: str | None = None) -> matplotlib.figure.Figure:
-    """Agreement next to its noise ceiling, one row per comparison (Figures 3-5 of the organisms' notebooks).
+                        margin: float | None = None, title: str | None = None) -> matplotlib.figure.Figure:
+    """Agreement judged against sampling noise, one row per comparison (Figures 3-5 of the organisms' notebooks).
 
-    ``table``: rows with :func:`helpers.agreement.map_agreement`'s fields (``r``, ``r low``, ``r high``,
-    ``ceiling``). ``labels``: the columns joined into each row's label (name the basis there when rows differ in
-    basis). Each row: ``r`` with its 95% interval (dot and bar) and the noise ceiling (black tick): a dot at its
-    tick means the two maps agree as well as sampling noise allows. ``group``: a column whose values colour the dots.
+    ``table``: rows with :func:`helpers.agreement.map_agreement`'s fields. Each row: the disattenuated agreement
+    ``ratio`` with its 95% interval (dot and bar; 1, the solid line, is as well as two noisy measurements of one
+    true map agree) and, as a grey cross, the full-sample ``r`` divided by the ``ceiling``. ``labels``: the columns
+    joined into each row's label (name the basis there when rows differ in basis). ``group``: a column whose values
+    colour the dots. ``margin``: a dashed line (the verdicts' threshold, :data:`helpers.findings.SAME_PATTERN`).
     """
     import matplotlib.pyplot as plt
 
@@ -588,23 +589,25 @@ def agreement_intervals(table: pd.DataFrame, labels: Sequence[str], *, group: st
     names = [" · ".join(str(row[c]) for c in labels) for _, row in table.iterrows()]
     groups = list(dict.fromkeys(table[group])) if group else [None]
     colors = {g: f"C{i}" for i, g in enumerate(groups)}
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(table) + 1.4))
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(table) + 1.6))
     y = np.arange(len(table))[::-1]
     for yi, (_, row) in zip(y, table.iterrows(), strict=True):
         color = colors[row[group]] if group else "C0"
-        ax.errorbar(row["r"], yi, xerr=[[row["r"] - row["r low"]], [row["r high"] - row["r"]]], fmt="o", ms=4,
-                    color=color, capsize=2)
-        ax.plot([row["ceiling"]], [yi], marker="|", ms=12, mew=2, color="k")
+        ax.errorbar(row["ratio"], yi, xerr=[[row["ratio"] - row["ratio low"]], [row["ratio high"] - row["ratio"]]],
+                    fmt="o", ms=4, color=color, capsize=2)
+        ax.plot([row["r"] / row["ceiling"]], [yi], marker="x", ms=5, color="0.5")
     if group:
         for g in groups:
             ax.plot([], [], "o", color=colors[g], label=f"{group}: {g}")
-    ax.plot([], [], "|", color="k", ms=10, mew=2, label="noise ceiling sqrt(rel a x rel b)")
-    ax.set_yticks(y, names, fontsize=7)
+    ax.plot([], [], "x", color="0.5", label="full-sample r / noise ceiling")
+    ax.axvline(1, color="k", lw=1, label="noise ceiling (one true map)")
+    if margin is not None:
+        ax.axvline(margin, color="k", lw=1, ls="--", label=f"verdict threshold {margin:g}")
     ax.axvline(0, color="gray", lw=0.8)
-    ax.set_xlim(-1.05, 1.05)
-    ax.set_xlabel("Pearson r of the two maps (95% bootstrap interval)")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.set_xlabel("agreement / noise: cross-half r / sqrt(within a x within b), 95% bootstrap interval")
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=6.5, loc="best")
     _stamp(fig, title)
     fig.tight_layout()
     return fig

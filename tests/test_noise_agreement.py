@@ -45,14 +45,29 @@ def test_map_agreement_reaches_the_ceiling_only_for_one_true_map():
     base, other = rng.uniform(size=(8, 5)), rng.uniform(size=(8, 5))
     same = agreement.map_agreement(values(base, 30, 0.5, 0), values(base, 30, 0.5, 1), n_boot=100)
     diff = agreement.map_agreement(values(base, 30, 0.5, 0), values(other, 30, 0.5, 1), n_boot=100)
-    assert same["ratio high"] >= findings.SAME_PATTERN and same["r low"] <= same["r"] <= same["r high"]
+    assert same["ratio high"] >= findings.SAME_PATTERN and same["ratio low"] <= same["ratio"] <= same["ratio high"]
     assert findings.same_pattern(same["ratio low"], same["ratio high"]) is not False
     assert findings.same_pattern(diff["ratio low"], diff["ratio high"]) is False
     deep = values(rng.uniform(size=(12, 3)), 30, 0.5, 2)
-    prof = agreement.map_agreement(values(base, 30, 0.5, 0), deep, "depth profile", paired=True, n_boot=20)
+    ids = list(range(30))
+    prof = agreement.map_agreement(values(base, 30, 0.5, 0), deep, "depth profile", units_a=ids, units_b=ids, n_boot=20)
     assert np.isfinite(prof["r"]) and prof["samples b"] == 30
-    with pytest.raises(ValueError, match="paired"):
-        agreement.map_agreement(values(base, 30, 0.5, 0), values(base, 20, 0.5, 0), paired=True)
+    with pytest.raises(ValueError, match="one unit label per sample"):
+        agreement.map_agreement(values(base, 30, 0.5, 0), values(base, 20, 0.5, 0), units_a=ids, units_b=ids)
+
+
+def test_paired_sets_are_not_credited_for_their_shared_images():
+    """Two conditions that share each record's image noise but have different true maps: the full-sample r is
+    high (shared noise), the cross-half ratio is not fooled."""
+    rng = np.random.default_rng(6)
+    base, other = rng.uniform(size=(8, 5)), rng.uniform(size=(8, 5))
+    shared = rng.normal(0, 3.0, (40, 8, 5))  # one image effect per record, seen by both conditions
+    a = base[None] + shared + rng.normal(0, 0.1, (40, 8, 5))
+    b = other[None] + shared + rng.normal(0, 0.1, (40, 8, 5))
+    ids = [f"rec{i}" for i in range(40)]
+    out = agreement.map_agreement(a, b, units_a=ids, units_b=ids, n_boot=50)
+    assert out["r"] > out["ceiling"] * 0.9  # the naive comparison looks like agreement
+    assert findings.same_pattern(out["ratio low"], out["ratio high"]) is False
 
 
 def test_same_pattern_rule():
@@ -69,7 +84,7 @@ def test_condition_findings_turn_on_what_the_box_changes():
                                               n_boot=50)
     changed = agreement.condition_agreement(results(base, n=40, noise=0.2, other=other), [("visual", "plain")],
                                             ["weight"], n_boot=50)
-    assert list(unchanged["pair"]) == ["visual vs plain"] and unchanged["r"].iloc[0] > changed["r"].iloc[0]
+    assert list(unchanged["pair"]) == ["visual vs plain"] and unchanged["ratio"].iloc[0] > changed["ratio"].iloc[0]
     (same,) = findings.condition_findings(unchanged)
     (diff,) = findings.condition_findings(changed)
     assert same.agrees is True and diff.agrees is False and "noise ceiling" in diff.measured
@@ -111,9 +126,10 @@ def test_agreement_intervals_draws_one_row_per_comparison():
     matplotlib.use("Agg")
     from helpers import plots
 
-    table = pd.DataFrame({"a": ["x", "y"], "basis": ["heads", "depth profile"], "r": [0.5, 0.1], "r low": [0.3, -0.2],
-                          "r high": [0.7, 0.4], "ceiling": [0.9, 0.8], "same family": [True, False]})
-    fig = plots.agreement_intervals(table, ["a", "basis"], group="same family", title="t")
+    table = pd.DataFrame({"a": ["x", "y"], "basis": ["heads", "depth profile"], "r": [0.5, 0.1], "ratio": [0.6, 0.1],
+                          "ratio low": [0.3, -0.2], "ratio high": [0.7, 0.4], "ceiling": [0.9, 0.8],
+                          "same family": [True, False]})
+    fig = plots.agreement_intervals(table, ["a", "basis"], group="same family", margin=0.8, title="t")
     ax = fig.axes[0]
     placed = dict(zip(ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()], strict=True))
     assert placed == {1: "x · heads", 0: "y · depth profile"}  # the first row on top
