@@ -320,18 +320,43 @@ BASES = ("heads", "depth profile")
 def _mean_map(values: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
     """NaN-aware mean over samples of ``values [samples, layers, heads]`` (rows ``idx``): ``[layers, heads]``."""
     part = values if idx is None else values[idx]
+    if len(part) and not np.isnan(part).any():
+        return part.mean(axis=0)
     with warnings.catch_warnings():  # a head with no counted sample stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(part, axis=0)
 
 
 def _r(a: np.ndarray, b: np.ndarray, basis: str, points: int) -> float:
-    """Pearson r of two maps on ``basis``: flattened heads, or depth profiles (:func:`helpers.metrics.profile_correlation`)."""
-    if basis == "heads":
-        return metrics.pearson(a, b)
+    """Pearson r of two maps on ``basis``: flattened heads (:func:`helpers.metrics.pearson`), or depth profiles
+    (:func:`helpers.metrics.profile_correlation`); NaN pairs dropped."""
     if basis == "depth profile":
-        return metrics.profile_correlation(a, b, points)
-    raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+        a, b = _depth_profile(a, points), _depth_profile(b, points)
+    elif basis != "heads":
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    # metrics.pearson / metrics.profile_correlation in NumPy: this runs thousands of times per comparison
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in shape {a.shape} vs {b.shape}: compare them on depth profiles")
+    x, y = a.ravel(), b.ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return float("nan")
+    x, y = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+    den = float(np.sqrt((x @ x) * (y @ y)))
+    return float(x @ y / den) if den > 0 else float("nan")
+
+
+def _depth_profile(m: np.ndarray, points: int) -> np.ndarray:
+    """:func:`helpers.metrics.depth_profile` (mean over heads) in NumPy: ``[points]``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        prof = np.nanmean(m, axis=1)
+    n = len(prof)
+    pos = np.clip(np.linspace(0, 1, points) * n - 0.5, 0, n - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = pos - lo
+    return prof[lo] * (1 - frac) + prof[hi] * frac
 
 
 def sample_values(res: Results, score: str, *, min_correct: int = 8) -> np.ndarray:

@@ -135,3 +135,17 @@ def test_agreement_intervals_draws_one_row_per_comparison():
     assert placed == {1: "x · heads", 0: "y · depth profile"}  # the first row on top
     with pytest.raises(ValueError, match="no comparisons"):
         plots.agreement_intervals(table.iloc[:0], ["a"])
+
+
+def test_head_basis_r_is_metrics_pearson():
+    from helpers import metrics
+
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    a[0, 0] = np.nan
+    assert agreement._r(a, b, "heads", 20) == pytest.approx(metrics.pearson(a, b))
+    deep = rng.normal(size=(9, 3))
+    assert agreement._r(a, deep, "depth profile", 20) == pytest.approx(metrics.profile_correlation(a, deep, 20))
+    assert np.isnan(agreement._r(np.full((2, 2), np.nan), b[:2, :2], "heads", 20))
+    with pytest.raises(ValueError, match="depth profiles"):
+        agreement._r(a, b[:3], "heads", 20)
