@@ -315,6 +315,7 @@ def describe_conditions(maps: Mapping[str, Mapping[str, np.ndarray]], pairs: Seq
 # Agreement judged against sampling noise (Figures 3, 4, 5 of the organisms' notebooks)
 
 BASES = ("heads", "depth profile")
+MIN_UNITS = 4  # fewer units (records, samples) than this: map_agreement gives no interval
 
 
 def _mean_map(values: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
@@ -462,7 +463,8 @@ def map_agreement(values_a: np.ndarray, values_b: np.ndarray, basis: str = "head
       two halves of one set, all at half size and averaged over ``splits`` halvings. Shared images never enter
       ``cross``, so paired and independent sets are judged alike; 1 means the two maps agree as well as two noisy
       measurements of one true map. ``ratio low`` / ``ratio high``: ``ratio`` plus and minus 1.96 bootstrap
-      standard errors (``n_boot`` resamplings of the units with replacement, ``boot_splits`` halvings each).
+      standard errors (``n_boot`` resamplings of the units with replacement, ``boot_splits`` halvings each);
+      NaN when a set has fewer than :data:`MIN_UNITS` units (its halves would hold one unit each).
     Our reconstruction: the paper states no noise model.
     """
     va, vb = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
@@ -478,7 +480,8 @@ def map_agreement(values_a: np.ndarray, values_b: np.ndarray, basis: str = "head
         da = draw_a[rng.integers(0, len(draw_a), len(draw_a))]
         db = da if paired else draw_b[rng.integers(0, len(draw_b), len(draw_b))]
         boot.append(_ratio(*_cross_half(va, vb, ga, gb, da, db, paired, rng, boot_splits, basis, points)))
-    se = float(np.nanstd(boot)) if np.isfinite(boot).sum() >= 2 else float("nan")
+    few = len(draw_a) < MIN_UNITS or len(draw_b) < MIN_UNITS  # a half of one unit: no interval
+    se = float(np.nanstd(boot)) if np.isfinite(boot).sum() >= 2 and not few else float("nan")
     rel_a, rel_b = spearman_brown(wa), spearman_brown(wb)
     return {"r": _r(_mean_map(va), _mean_map(vb), basis, points), "rel a": rel_a, "rel b": rel_b,
             "ceiling": noise_ceiling(rel_a, rel_b), "ratio": ratio, "ratio low": ratio - 1.96 * se,

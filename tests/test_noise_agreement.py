@@ -149,3 +149,12 @@ def test_head_basis_r_is_metrics_pearson():
     assert np.isnan(agreement._r(np.full((2, 2), np.nan), b[:2, :2], "heads", 20))
     with pytest.raises(ValueError, match="depth profiles"):
         agreement._r(a, b[:3], "heads", 20)
+
+
+def test_too_few_units_give_no_interval():
+    base = np.random.default_rng(8).uniform(size=(8, 5))
+    ids = ["r0"] * 6 + ["r1"] * 6  # two records: each half holds one
+    out = agreement.map_agreement(values(base, 12, 0.3, 0), values(base, 12, 0.3, 1), units_a=ids, units_b=ids,
+                                  n_boot=20)
+    assert np.isfinite(out["ratio"]) and np.isnan(out["ratio low"]) and np.isnan(out["ratio high"])
+    assert findings.same_pattern(out["ratio low"], out["ratio high"]) is None
