@@ -449,9 +449,10 @@ def map_agreement(values_a: np.ndarray, values_b: np.ndarray, basis: str = "head
     """Agreement of the mean maps of two sample sets, judged against the noise of each.
 
     ``values_a [samples_a, layers_a, heads_a]``, ``values_b [samples_b, ...]`` (``basis="heads"`` needs equal
-    ``[layers, heads]``). ``units_a`` / ``units_b``: one label per sample saying which unit it belongs to when the two
-    sets are *paired* (the same images: a record of scenes-count seen under two conditions, or one sample seen by two
-    models); units are then halved and resampled jointly. Without units the sets are independent.
+    ``[layers, heads]``). ``units_a`` / ``units_b``: one label per sample saying which unit (image) it belongs to;
+    units, not samples, are halved and resampled (the six samples of a scenes-count record share one scene). When the
+    two sets share unit labels they are *paired* (a record seen under two conditions, one sample seen by two models)
+    and their units are halved and resampled jointly; otherwise each set on its own. No units: each sample is one.
 
     Returns
     - ``r``: Pearson r of the two full-sample maps on ``basis``; ``rel a`` / ``rel b``: split-half reliability of
@@ -468,7 +469,7 @@ def map_agreement(values_a: np.ndarray, values_b: np.ndarray, basis: str = "head
     Our reconstruction: the paper states no noise model.
     """
     va, vb = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
-    paired = units_a is not None and units_b is not None
+    paired = units_a is not None and units_b is not None and bool(set(units_a) & set(units_b))
     ga, gb = _groups(units_a, len(va)), _groups(units_b, len(vb))
     draw_a = np.asarray(list(dict.fromkeys([*ga, *gb])) if paired else list(ga), dtype=object)
     draw_b = draw_a if paired else np.asarray(list(gb), dtype=object)
@@ -556,18 +557,22 @@ def task_set_agreement(results_by_model: Mapping[str, Sequence[Results]], score:
     ``results_by_model``: model -> its Results, one per task set (``res.dataset`` labels). Returns
     ``(pair_rows, levels)``: one row per model and pair of task sets with :func:`map_agreement`'s fields on the
     head basis (different images: independent sets); and one row per model and task set with the mean
-    ``score`` over heads and samples (``mean``), its 95% interval over samples (``low`` / ``high``: mean of the
-    per-sample head means plus and minus 1.96 standard errors), ``samples`` and ``accuracy``.
+    ``score`` over heads and samples (``mean``: the mean over records of the per-sample head means), its 95%
+    interval (``low`` / ``high``: plus and minus 1.96 standard errors over records, :func:`record_of`, since the
+    samples of one record share a scene), ``samples`` and ``accuracy``. Maps are halved and resampled by record.
     """
     pair_rows, levels = [], []
     for name, res_list in results_by_model.items():
         for r in res_list:
-            per_sample = np.nanmean(sample_values(r, score).reshape(len(r), -1), axis=1)
-            mean, se = float(np.mean(per_sample)), float(np.std(per_sample, ddof=1) / np.sqrt(len(r)))
+            per_sample = pd.Series(np.nanmean(sample_values(r, score).reshape(len(r), -1), axis=1))
+            per_unit = per_sample.groupby(record_of(r), sort=False).mean().to_numpy()
+            mean = float(per_unit.mean())
+            se = float(np.std(per_unit, ddof=1) / np.sqrt(len(per_unit))) if len(per_unit) > 1 else float("nan")
             levels.append({"model": name, "dataset": r.dataset, "mean": mean, "low": mean - 1.96 * se,
                            "high": mean + 1.96 * se, "samples": len(r), "accuracy": r.accuracy})
         for ra, rb in itertools.combinations(res_list, 2):
             pair_rows.append({"model": name, "a": ra.dataset, "b": rb.dataset, "score": score,
                               **map_agreement(sample_values(ra, score), sample_values(rb, score), "heads",
-                                              n_boot=n_boot, seed=seed)})
+                                              units_a=record_of(ra), units_b=record_of(rb), n_boot=n_boot,
+                                              seed=seed)})
     return pd.DataFrame(pair_rows), pd.DataFrame(levels)

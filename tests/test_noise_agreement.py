@@ -158,3 +158,16 @@ def test_too_few_units_give_no_interval():
                                   n_boot=20)
     assert np.isfinite(out["ratio"]) and np.isnan(out["ratio low"]) and np.isnan(out["ratio high"])
     assert findings.same_pattern(out["ratio low"], out["ratio high"]) is None
+
+
+def test_units_of_disjoint_sets_are_halved_on_their_own():
+    """Sets with units of their own (two task sets) are not paired: each is halved by its own records."""
+    base = np.random.default_rng(9).uniform(size=(8, 5))
+    ua = [f"a{i // 6}" for i in range(24)]
+    ub = [f"b{i}" for i in range(24)]
+    out = agreement.map_agreement(values(base, 24, 0.3, 0), values(base, 24, 0.3, 1), units_a=ua, units_b=ub,
+                                  n_boot=20)
+    assert np.isfinite(out["ratio low"]) and out["ratio"] > 0.8
+    few = agreement.map_agreement(values(base, 12, 0.3, 0), values(base, 24, 0.3, 1), units_a=ua[:12], units_b=ub,
+                                  n_boot=20)
+    assert np.isnan(few["ratio low"])  # two records on one side: no interval
