@@ -607,7 +607,8 @@ def agreement_intervals(table: pd.DataFrame, labels: Sequence[str], *, group: st
     ax.set_yticks(y, names, fontsize=7)
     ax.set_xlabel("agreement / noise: cross-half r / sqrt(within a x within b), 95% bootstrap interval")
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=6.5, loc="best")
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.5 / (0.32 * len(table) + 1.6) - 0.06),
+              ncol=2, frameon=False)
     _stamp(fig, title)
     fig.tight_layout()
     return fig
