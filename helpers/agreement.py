@@ -559,7 +559,7 @@ def task_set_agreement(results_by_model: Mapping[str, Sequence[Results]], score:
     head basis (different images: independent sets); and one row per model and task set with the mean
     ``score`` over heads and samples (``mean``: the mean over records of the per-sample head means), its 95%
     interval (``low`` / ``high``: plus and minus 1.96 standard errors over records, :func:`record_of`, since the
-    samples of one record share a scene), ``samples`` and ``accuracy``. Maps are halved and resampled by record.
+    samples of one record share a scene; NaN below :data:`MIN_UNITS` records), ``samples`` and ``accuracy``. Maps are halved and resampled by record.
     """
     pair_rows, levels = [], []
     for name, res_list in results_by_model.items():
@@ -567,7 +567,8 @@ def task_set_agreement(results_by_model: Mapping[str, Sequence[Results]], score:
             per_sample = pd.Series(np.nanmean(sample_values(r, score).reshape(len(r), -1), axis=1))
             per_unit = per_sample.groupby(record_of(r), sort=False).mean().to_numpy()
             mean = float(per_unit.mean())
-            se = float(np.std(per_unit, ddof=1) / np.sqrt(len(per_unit))) if len(per_unit) > 1 else float("nan")
+            few = len(per_unit) < MIN_UNITS  # too few records for a standard error
+            se = float("nan") if few else float(np.std(per_unit, ddof=1) / np.sqrt(len(per_unit)))
             levels.append({"model": name, "dataset": r.dataset, "mean": mean, "low": mean - 1.96 * se,
                            "high": mean + 1.96 * se, "samples": len(r), "accuracy": r.accuracy})
         for ra, rb in itertools.combinations(res_list, 2):

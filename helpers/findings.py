@@ -158,7 +158,8 @@ def task_set_findings(pair_rows: pd.DataFrame, levels: pd.DataFrame, margin: flo
       (False), undecided otherwise;
     - level, the Figure 5 caption "attention weights are inconsistent across datasets": the mean weight per task
       set with its 95% interval; "inconsistent" (agrees) when some two task sets' intervals do not overlap,
-      disagrees when every two overlap. (Overlap is a conservative test; it is the rule we fixed.)
+      disagrees when every two overlap, undecided when no two are apart and some interval is missing (too few
+      records). (Overlap is a conservative test; it is the rule we fixed.)
     """
     out = []
     for model, rows in pair_rows.groupby("model", sort=False):
@@ -173,9 +174,11 @@ def task_set_findings(pair_rows: pd.DataFrame, levels: pd.DataFrame, margin: flo
         lv = levels[levels["model"] == model]
         apart = any(x["high"] < y["low"] or y["high"] < x["low"] for (_, x), (_, y) in
                     itertools.combinations(lv.iterrows(), 2))
+        missing = not np.isfinite(lv[["low", "high"]].to_numpy(dtype=float)).all()
+        level = True if apart else None if missing or len(lv) < 2 else False
         out.append(Finding(f"{model}: mean image weight differs across task sets",
                            "Figure 5 caption: attention weights are inconsistent across datasets",
                            "; ".join(f"{d} {m:.3f} [{lo:.3f}, {hi:.3f}]" for d, m, lo, hi in
                                      zip(lv["dataset"], lv["mean"], lv["low"], lv["high"], strict=True)),
-                           apart if len(lv) > 1 else None))
+                           level))
     return out

@@ -171,3 +171,15 @@ def test_units_of_disjoint_sets_are_halved_on_their_own():
     few = agreement.map_agreement(values(base, 12, 0.3, 0), values(base, 24, 0.3, 1), units_a=ua[:12], units_b=ub,
                                   n_boot=20)
     assert np.isnan(few["ratio low"])  # two records on one side: no interval
+
+
+def test_level_needs_enough_records():
+    base = np.random.default_rng(10).uniform(size=(8, 5))
+    two_records = [results(base, n=12, seed=s, dataset=f"set{s}") for s in range(2)]
+    for r in two_records:
+        r.table["sample_id"] = [f"rec{i // 6}:general:visual" for i in range(12)]
+    pairs, levels = agreement.task_set_agreement({"m": two_records}, "weight", n_boot=10)
+    assert levels[["low", "high"]].isna().all().all()
+    rows = {f.claim: f.agrees for f in findings.task_set_findings(pairs, levels)}
+    assert rows["m: mean image weight differs across task sets"] is None
+    assert rows["m: head pattern consistent across task sets"] is None
