@@ -352,3 +352,271 @@ def score_correlation(res: Results, a: str, b: str, *, n_boot: int = 200, seed: 
     low, high = (np.percentile(boot, [2.5, 97.5]) if len(boot) else (float("nan"), float("nan")))
     return {"rho": rho(slice(None)), "low": float(low), "high": float(high), "heads": heads, "samples": len(res),
             "records": len(members)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement judged against sampling noise (Figures 3, 4, 5 of the organisms' notebooks)
+
+BASES = ("heads", "depth profile")
+MIN_UNITS = 4  # fewer units (records, samples) than this: map_agreement gives no interval
+
+
+def _mean_map(values: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """NaN-aware mean over samples of ``values [samples, layers, heads]`` (rows ``idx``): ``[layers, heads]``."""
+    part = values if idx is None else values[idx]
+    if len(part) and not np.isnan(part).any():
+        return part.mean(axis=0)
+    with warnings.catch_warnings():  # a head with no counted sample stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(part, axis=0)
+
+
+def _r(a: np.ndarray, b: np.ndarray, basis: str, points: int) -> float:
+    """Pearson r of two maps on ``basis``: flattened heads (:func:`helpers.metrics.pearson`), or depth profiles
+    (:func:`helpers.metrics.profile_correlation`); NaN pairs dropped."""
+    if basis == "depth profile":
+        a, b = _depth_profile(a, points), _depth_profile(b, points)
+    elif basis != "heads":
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    # metrics.pearson / metrics.profile_correlation in NumPy: this runs thousands of times per comparison
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in shape {a.shape} vs {b.shape}: compare them on depth profiles")
+    x, y = a.ravel(), b.ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return float("nan")
+    x, y = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+    den = float(np.sqrt((x @ x) * (y @ y)))
+    return float(x @ y / den) if den > 0 else float("nan")
+
+
+def _depth_profile(m: np.ndarray, points: int) -> np.ndarray:
+    """:func:`helpers.metrics.depth_profile` (mean over heads) in NumPy: ``[points]``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        prof = np.nanmean(m, axis=1)
+    n = len(prof)
+    pos = np.clip(np.linspace(0, 1, points) * n - 0.5, 0, n - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = pos - lo
+    return prof[lo] * (1 - frac) + prof[hi] * frac
+
+
+def sample_values(res: Results, score: str, *, min_correct: int = 8) -> np.ndarray:
+    """The per-sample values whose mean is the map of ``score``: float64 ``[samples, layers, heads]``.
+
+    ``score="detection"``: ``region_hits`` with the rows of incorrectly answered samples set to NaN (the detection
+    score, :meth:`helpers.results.Results.ranking`), or of every sample when fewer than ``min_correct`` boxed
+    samples are correct (the ranking's fallback). Any other name: that score of every sample.
+    """
+    if score != "detection":
+        return np.asarray(res.scores[score], dtype=np.float64)
+    values = np.asarray(res.scores["region_hits"], dtype=np.float64).copy()
+    boxed = ~np.isnan(values).all(axis=(1, 2))
+    correct = res.correct_mask()
+    if int((boxed & correct).sum()) >= min_correct:
+        values[~correct] = np.nan
+    return values
+
+
+def reliability(values: np.ndarray, basis: str = "heads", *, splits: int = 20, seed: int = 0,
+                points: int = 20) -> float:
+    """Split-half reliability of the mean map of ``values [samples, layers, heads]`` on ``basis``.
+
+    For each of ``splits`` random halvings of the samples: Pearson r of the two half maps (``"heads"``: flattened
+    maps; ``"depth profile"``: their depth profiles, :func:`helpers.metrics.profile_correlation`); the mean r over
+    halvings, stepped up to the full sample size with :func:`spearman_brown`. Averaging over halvings is our
+    choice (one halving, :func:`split_half`, is itself noisy at a few dozen samples). NaN below 4 samples.
+    """
+    n = len(values)
+    if n < 4:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    rs = []
+    for _ in range(splits):
+        order = rng.permutation(n)
+        rs.append(_r(_mean_map(values, order[: n // 2]), _mean_map(values, order[n // 2:]), basis, points))
+    return spearman_brown(float(np.nanmean(rs)) if np.isfinite(rs).any() else float("nan"))
+
+
+def _groups(units: Sequence[object] | None, n: int) -> dict[object, np.ndarray]:
+    """Unit label -> the sample rows it holds (each sample its own unit when ``units`` is None)."""
+    labels = list(range(n)) if units is None else list(units)
+    if len(labels) != n:
+        raise ValueError(f"need one unit label per sample: {len(labels)} labels for {n} samples")
+    out: dict[object, list[int]] = {}
+    for i, u in enumerate(labels):
+        out.setdefault(u, []).append(i)
+    return {u: np.asarray(rows) for u, rows in out.items()}
+
+
+def _rows(draw: Sequence[object], groups: Mapping[object, np.ndarray]) -> np.ndarray:
+    parts = [groups[u] for u in draw if u in groups]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+
+
+def _cross_half(va: np.ndarray, vb: np.ndarray, ga: Mapping, gb: Mapping, draw_a: np.ndarray, draw_b: np.ndarray,
+                paired: bool, rng: np.random.Generator, splits: int, basis: str, points: int
+                ) -> tuple[float, float, float]:
+    """Mean over ``splits`` halvings of the units: ``(within a, within b, cross)`` half-map correlations."""
+    wa, wb, cross = [], [], []
+    for _ in range(splits):
+        pa = rng.permutation(draw_a)
+        ha = (pa[: len(pa) // 2], pa[len(pa) // 2:])
+        if paired:
+            hb = ha
+        else:
+            pb = rng.permutation(draw_b)
+            hb = (pb[: len(pb) // 2], pb[len(pb) // 2:])
+        a1, a2 = (_mean_map(va, _rows(h, ga)) for h in ha)
+        b1, b2 = (_mean_map(vb, _rows(h, gb)) for h in hb)
+        wa.append(_r(a1, a2, basis, points))
+        wb.append(_r(b1, b2, basis, points))
+        cross.append((_r(a1, b2, basis, points) + _r(a2, b1, basis, points)) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(wa)), float(np.nanmean(wb)), float(np.nanmean(cross))
+
+
+def _ratio(within_a: float, within_b: float, cross: float) -> float:
+    if not (np.isfinite(within_a) and np.isfinite(within_b)) or within_a <= 0 or within_b <= 0:
+        return float("nan")
+    return float(cross / np.sqrt(within_a * within_b))
+
+
+def map_agreement(values_a: np.ndarray, values_b: np.ndarray, basis: str = "heads", *,
+                  units_a: Sequence[object] | None = None, units_b: Sequence[object] | None = None,
+                  n_boot: int = 100, splits: int = 20, boot_splits: int = 4, seed: int = 0,
+                  points: int = 20) -> dict[str, float]:
+    """Agreement of the mean maps of two sample sets, judged against the noise of each.
+
+    ``values_a [samples_a, layers_a, heads_a]``, ``values_b [samples_b, ...]`` (``basis="heads"`` needs equal
+    ``[layers, heads]``). ``units_a`` / ``units_b``: one label per sample saying which unit (image) it belongs to;
+    units, not samples, are halved and resampled (the six samples of a scenes-count record share one scene). When the
+    two sets share unit labels they are *paired* (a record seen under two conditions, one sample seen by two models)
+    and their units are halved and resampled jointly; otherwise each set on its own. No units: each sample is one.
+
+    Returns
+    - ``r``: Pearson r of the two full-sample maps on ``basis``; ``rel a`` / ``rel b``: split-half reliability of
+      each map (mean half-map r over ``splits`` halvings, stepped up with :func:`spearman_brown`); ``ceiling``:
+      :func:`noise_ceiling` ``sqrt(rel_a rel_b)``. With paired sets ``r`` can exceed ``ceiling``: the shared images
+      make the two maps share their noise.
+    - ``ratio``: the disattenuated agreement that the verdicts use, ``cross / sqrt(within_a within_b)``: ``cross``
+      correlates a half map of ``a`` with the half map of ``b`` from the *other* half of the units, ``within`` the
+      two halves of one set, all at half size and averaged over ``splits`` halvings. Shared images never enter
+      ``cross``, so paired and independent sets are judged alike; 1 means the two maps agree as well as two noisy
+      measurements of one true map. ``ratio low`` / ``ratio high``: ``ratio`` plus and minus 1.96 bootstrap
+      standard errors (``n_boot`` resamplings of the units with replacement, ``boot_splits`` halvings each);
+      NaN when a set has fewer than :data:`MIN_UNITS` units (its halves would hold one unit each).
+    Our reconstruction: the paper states no noise model.
+    """
+    va, vb = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
+    paired = units_a is not None and units_b is not None and bool(set(units_a) & set(units_b))
+    ga, gb = _groups(units_a, len(va)), _groups(units_b, len(vb))
+    draw_a = np.asarray(list(dict.fromkeys([*ga, *gb])) if paired else list(ga), dtype=object)
+    draw_b = draw_a if paired else np.asarray(list(gb), dtype=object)
+    rng = np.random.default_rng(seed)
+    wa, wb, cross = _cross_half(va, vb, ga, gb, draw_a, draw_b, paired, rng, splits, basis, points)
+    ratio = _ratio(wa, wb, cross)
+    boot = []
+    for _ in range(n_boot):
+        da = draw_a[rng.integers(0, len(draw_a), len(draw_a))]
+        db = da if paired else draw_b[rng.integers(0, len(draw_b), len(draw_b))]
+        boot.append(_ratio(*_cross_half(va, vb, ga, gb, da, db, paired, rng, boot_splits, basis, points)))
+    few = len(draw_a) < MIN_UNITS or len(draw_b) < MIN_UNITS  # a half of one unit: no interval
+    se = float(np.nanstd(boot)) if np.isfinite(boot).sum() >= 2 and not few else float("nan")
+    rel_a, rel_b = spearman_brown(wa), spearman_brown(wb)
+    return {"r": _r(_mean_map(va), _mean_map(vb), basis, points), "rel a": rel_a, "rel b": rel_b,
+            "ceiling": noise_ceiling(rel_a, rel_b), "ratio": ratio, "ratio low": ratio - 1.96 * se,
+            "ratio high": ratio + 1.96 * se, "samples a": len(va), "samples b": len(vb)}
+
+
+def record_of(res: Results) -> list[str]:
+    """The record (image) each sample belongs to: ``sample_id`` up to its first ``":"`` (scenes-count's
+    ``scenes-count-0003:object:visual`` -> ``scenes-count-0003``); a sample without one is its own record."""
+    return [str(s).split(":")[0] for s in res.table["sample_id"]]
+
+
+def condition_agreement(res: Results, pairs: Sequence[tuple[str, str]],
+                        scores: Sequence[str] = ("weight", "region_weight"), *,
+                        columns: Sequence[str] = ("prompt_kind", "question_kind"), n_boot: int = 100,
+                        seed: int = 0) -> pd.DataFrame:
+    """Figure 3's comparisons against sampling noise: one row per condition pair ``(a, b)`` and score.
+
+    Conditions are values of the table ``columns`` (:meth:`helpers.results.Results.split_by`: ``"visual"``,
+    ``"plain"``, ``"general"``, ``"object"``, ``"super"``). Each row: ``model``, ``dataset``, ``pair``, ``score``,
+    ``mean a`` / ``mean b`` (mean of each condition's map) and :func:`map_agreement`'s fields on the head basis,
+    paired by record (:func:`record_of`: the two conditions of one record share its image).
+    """
+    parts: dict[str, Results] = {}
+    for column in columns:
+        if column in res.table:
+            parts.update(res.split_by(column))
+    rows = []
+    for a, b in pairs:
+        if a not in parts or b not in parts:
+            continue
+        for score in scores:
+            if score not in res.scores:
+                continue
+            va, vb = sample_values(parts[a], score), sample_values(parts[b], score)
+            rows.append({"model": res.model_name, "dataset": res.dataset, "pair": f"{a} vs {b}", "score": score,
+                         "mean a": float(np.nanmean(va)), "mean b": float(np.nanmean(vb)),
+                         **map_agreement(va, vb, "heads", units_a=record_of(parts[a]),
+                                         units_b=record_of(parts[b]), n_boot=n_boot, seed=seed)})
+    return pd.DataFrame(rows)
+
+
+def family_agreement(results_list: Sequence[Results], score: str = "detection", *,
+                     families: Mapping[str, str] | None = None, min_correct: int = 8, n_boot: int = 100,
+                     seed: int = 0, points: int = 20) -> pd.DataFrame:
+    """Figure 4's comparisons against sampling noise: one row per pair of models and basis.
+
+    ``results_list``: one Results per model, on the same samples (paired by ``sample_id``, :func:`map_agreement`). Pairs of one family (same base LM, equal ``[layers, heads]``) get two rows: ``basis="heads"``
+    (head by head) and ``basis="depth profile"``; pairs across families get only the depth-profile row (their heads
+    do not correspond). The depth-profile row of a within-family pair is what makes within and across comparable:
+    both are then the same statistic. Columns: ``a``, ``b``, ``family a``, ``family b``, ``same family``,
+    ``basis``, ``score`` and :func:`map_agreement`'s fields, whose reliabilities are on the row's basis.
+    """
+    families = dict(families or {})
+    values = {r.model_name: sample_values(r, score, min_correct=min_correct) for r in results_list}
+    ids = {r.model_name: list(r.table["sample_id"]) for r in results_list}
+    rows = []
+    for a, b in itertools.combinations(values, 2):
+        fa, fb = families.get(a, a), families.get(b, b)
+        same = fa == fb and values[a].shape[1:] == values[b].shape[1:]
+        for basis in (("heads", "depth profile") if same else ("depth profile",)):
+            rows.append({"a": a, "b": b, "family a": fa, "family b": fb, "same family": fa == fb, "basis": basis,
+                         "score": score, **map_agreement(values[a], values[b], basis, units_a=ids[a], units_b=ids[b],
+                                                         n_boot=n_boot, seed=seed, points=points)})
+    return pd.DataFrame(rows)
+
+
+def task_set_agreement(results_by_model: Mapping[str, Sequence[Results]], score: str = "weight", *,
+                       n_boot: int = 100, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Figure 5's comparisons against sampling noise, per model across its task sets.
+
+    ``results_by_model``: model -> its Results, one per task set (``res.dataset`` labels). Returns
+    ``(pair_rows, levels)``: one row per model and pair of task sets with :func:`map_agreement`'s fields on the
+    head basis (different images: independent sets); and one row per model and task set with the mean
+    ``score`` over heads and samples (``mean``: the mean over records of the per-sample head means), its 95%
+    interval (``low`` / ``high``: plus and minus 1.96 standard errors over records, :func:`record_of`, since the
+    samples of one record share a scene; NaN below :data:`MIN_UNITS` records), ``samples`` and ``accuracy``. Maps are halved and resampled by record.
+    """
+    pair_rows, levels = [], []
+    for name, res_list in results_by_model.items():
+        for r in res_list:
+            per_sample = pd.Series(np.nanmean(sample_values(r, score).reshape(len(r), -1), axis=1))
+            per_unit = per_sample.groupby(record_of(r), sort=False).mean().to_numpy()
+            mean = float(per_unit.mean())
+            few = len(per_unit) < MIN_UNITS  # too few records for a standard error
+            se = float("nan") if few else float(np.std(per_unit, ddof=1) / np.sqrt(len(per_unit)))
+            levels.append({"model": name, "dataset": r.dataset, "mean": mean, "low": mean - 1.96 * se,
+                           "high": mean + 1.96 * se, "samples": len(r), "accuracy": r.accuracy})
+        for ra, rb in itertools.combinations(res_list, 2):
+            pair_rows.append({"model": name, "a": ra.dataset, "b": rb.dataset, "score": score,
+                              **map_agreement(sample_values(ra, score), sample_values(rb, score), "heads",
+                                              units_a=record_of(ra), units_b=record_of(rb), n_boot=n_boot,
+                                              seed=seed)})
+    return pd.DataFrame(pair_rows), pd.DataFrame(levels)

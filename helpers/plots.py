@@ -609,6 +609,48 @@ def model_layer_profiles(results_list: Sequence, scores: dict | Sequence[str] = 
     return fig
 
 
+def agreement_intervals(table: pd.DataFrame, labels: Sequence[str], *, group: str | None = None,
+                        margin: float | None = None, title: str | None = None) -> matplotlib.figure.Figure:
+    """Agreement judged against sampling noise, one row per comparison (Figures 3-5 of the organisms' notebooks).
+
+    ``table``: rows with :func:`helpers.agreement.map_agreement`'s fields. Each row: the disattenuated agreement
+    ``ratio`` with its 95% interval (dot and bar; 1, the solid line, is as well as two noisy measurements of one
+    true map agree) and, as a grey cross, the full-sample ``r`` divided by the ``ceiling``. ``labels``: the columns
+    joined into each row's label (name the basis there when rows differ in basis). ``group``: a column whose values
+    colour the dots. ``margin``: a dashed line (the verdicts' threshold, :data:`helpers.findings.SAME_PATTERN`).
+    """
+    import matplotlib.pyplot as plt
+
+    if not len(table):
+        raise ValueError("no comparisons to draw")
+    names = [" · ".join(str(row[c]) for c in labels) for _, row in table.iterrows()]
+    groups = list(dict.fromkeys(table[group])) if group else [None]
+    colors = {g: f"C{i}" for i, g in enumerate(groups)}
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(table) + 1.6))
+    y = np.arange(len(table))[::-1]
+    for yi, (_, row) in zip(y, table.iterrows(), strict=True):
+        color = colors[row[group]] if group else "C0"
+        ax.errorbar(row["ratio"], yi, xerr=[[row["ratio"] - row["ratio low"]], [row["ratio high"] - row["ratio"]]],
+                    fmt="o", ms=4, color=color, capsize=2)
+        ax.plot([row["r"] / row["ceiling"]], [yi], marker="x", ms=5, color="0.5")
+    if group:
+        for g in groups:
+            ax.plot([], [], "o", color=colors[g], label=f"{group}: {g}")
+    ax.plot([], [], "x", color="0.5", label="full-sample r / noise ceiling")
+    ax.axvline(1, color="k", lw=1, label="noise ceiling (one true map)")
+    if margin is not None:
+        ax.axvline(margin, color="k", lw=1, ls="--", label=f"verdict threshold {margin:g}")
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.set_yticks(y, names, fontsize=7)
+    ax.set_xlabel("agreement / noise: cross-half r / sqrt(within a x within b), 95% bootstrap interval")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.5 / (0.32 * len(table) + 1.6) - 0.06),
+              ncol=2, frameon=False)
+    _stamp(fig, title)
+    fig.tight_layout()
+    return fig
+
+
 def figure_name(*parts: object) -> str:
     """A file-name-safe figure name from parts (model names, data sets): ``fig3_toy-a1_shapes``."""
     import re

@@ -110,7 +110,7 @@ def test_parameters_cell_and_saved_figures(name):
     nb = cells(name)
     (params,) = [c for c in nb if "parameters" in c["metadata"].get("tags", [])]
     source = "".join(params["source"])
-    for parameter in ("MODELS = None", "GPU_MODELS", "DEVICE", "SEED", "RESULTS_DIR", "ROWS", "env.pick("):
+    for parameter in ("MODELS = None", "GPU_MODELS", "DEVICE", "SEED", "RESULTS_DIR", "env.pick("):
         assert parameter in source, f"{name}: parameters cell lacks {parameter}"
     code = code_of(name)
     assert "plots.save_figure(" in code and "torch.manual_seed(SEED)" in code
@@ -385,3 +385,23 @@ def test_notebooks_01_03_04_run_on_the_organisms_and_task_sets():
                    "runs.collect(", "plots.save_figure(", "results.summary("):
         assert needed in figure1, needed
     assert "loaded=(model, processor)" in "\n".join("".join(c["source"]) for c in cells("01_load_quantized_mllm"))
+
+
+ORGANISM_NOTEBOOKS = {"05_layer_head_heatmaps": '("scenes-count",)', "06_cross_model_heads": '("scenes-count",)',
+                      "07_cross_dataset_consistency": '("scenes-count", "scenes-pope", "scenes-choice")'}
+
+
+@pytest.mark.parametrize("name", ORGANISM_NOTEBOOKS)
+def test_organism_notebooks_share_one_extraction_and_end_in_findings(name):
+    """Notebooks 05-07 call runs.collect alike (one extraction per organism and task set in a run) and end in a
+    findings table built by helpers.findings."""
+    nb = cells(name)
+    (params,) = [c for c in nb if "parameters" in c["metadata"].get("tags", [])]
+    source = "".join(params["source"])
+    assert f"DATASETS = {ORGANISM_NOTEBOOKS[name]}" in source and "N_SAMPLES = env.pick(12, 96)" in source
+    code = "\n".join("".join(c["source"]) for c in nb if c["cell_type"] == "code")
+    assert ("runs.collect(MODELS or selection.default_models(GPU_MODELS, DEVICE), DATASETS, n_samples=N_SAMPLES,\n"
+            "                           results_dir=RESULTS_DIR, device=DEVICE)") in code
+    headings = ["".join(c["source"]).split("\n")[0] for c in nb if c["cell_type"] == "markdown"]
+    assert headings[-1] == "## What the organisms show"
+    assert "findings.show(" in "".join(nb[-1]["source"]) and nb[-1]["cell_type"] == "code"
