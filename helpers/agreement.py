@@ -175,7 +175,7 @@ def score_maps(results_list: Sequence[Results], score: str = "detection", min_co
     for r in results_list:
         key = r.model_name if names.count(r.model_name) == 1 else f"{r.model_name} · {r.dataset}"
         if score == "detection":
-            ranking = r.ranking(min_correct)
+            ranking = r.ranking(min_correct, then=None)  # the detection map itself, ties left as they are
             maps[key], notes[key] = ranking.scores, ranking.note
         else:
             maps[key], notes[key] = r.per_head(score), f"mean {score} over {len(r)} samples"

@@ -635,7 +635,7 @@ def head_maps(model: Any, processor: Any, *, n: int = 96, batch_size: int = 16) 
     """
     rank = tasks.count_samples(HELD_OUT_SEED + 1, n, prompt_kinds=("visual",))
     res = extract.head_results(model, processor, rank, batch_size=batch_size, dataset="scenes-count ranking")
-    ranking = res.ranking()
+    ranking = res.ranking(then=None)  # the card stores the detection map itself
     scores, note = ranking.scores, ranking.note
     clean = lambda a: np.round(np.nan_to_num(np.asarray(a, dtype=float), nan=0.0), 5).tolist()  # noqa: E731
     return {"detection": clean(scores), "detection_note": note, "weight": clean(res.per_head("weight")),
@@ -698,7 +698,7 @@ def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples:
     selection.check_disjoint(rank, held, what=f"organisms.masking: ranking scenes (seed {HELD_OUT_SEED + 1}) vs "
                              f"held-out scenes (seed {HELD_OUT_SEED})", keys=("image",), pixels=True)
     res = extract.head_results(model, processor, rank, batch_size=batch_size, dataset="scenes-count ranking")
-    ranking = res.ranking()
+    ranking = res.ranking(then=None)  # the card stores the detection map itself
     scores, note = ranking.scores, ranking.note
     per_sample = ablation.masking_curve(model, processor, held, scores, ks=masking_ks(scores.size),
                                         conditions=MASKING_CONDITIONS, random_draws=draws, batch_size=batch_size)

@@ -137,26 +137,35 @@ class Results:
         """The detection score ``[layers, heads]``: mean ``region_hits`` over correctly answered samples."""
         return self.per_head("region_hits", only_correct=True)
 
-    def ranking(self, min_correct: int = 8, score: str = "region_hits") -> Ranking:
+    def ranking(self, min_correct: int = 8, score: str = "region_hits", then: str | None = "region_weight"
+                ) -> Ranking:
         """The visual-head score ``[layers, heads]`` used to rank heads, with a note saying what it is.
 
         The detection score (``score``, default ``region_hits``, averaged over correctly answered samples
         with a box: :meth:`detection_score`). When fewer than ``min_correct`` such samples exist (an
         untrained stand-in answers nothing right), it is averaged over all boxed samples instead, and the
-        note says so.
+        note says so. ``then``: a second score, averaged over the same samples, that orders heads whose
+        detection scores tie (our choice: ``region_weight``, the attention mass on the box; in models that
+        look little at the image most heads never place a top key in the box and tie at zero). It is added
+        scaled below the smallest gap between distinct detection scores, so it never reorders them; the note
+        says how many heads it separated. ``then=None``: ties stay ties (seeded random tie-breaking in
+        :func:`helpers.metrics.top_heads`).
         """
         if score not in self.scores:
             raise KeyError(f"results have no score {score!r}; scores: {sorted(self.scores)}")
         boxed = ~np.isnan(self.scores[score]).all(axis=(1, 2))
         if not boxed.any():
             raise ValueError(f"{self.model_name} on {self.dataset}: no sample has a box, so no detection score; rank "
-                             "on a PointQA-style set (shapes, pointqa)")
+                             "on a PointQA-style set (shapes, pointqa, scenes-count)")
         n_correct = int((boxed & self.correct_mask()).sum())
-        if n_correct >= min_correct:
-            return Ranking(self, self.per_head(score, only_correct=True),
-                           f"detection score ({score}) over {n_correct} correct samples")
-        return Ranking(self, self.per_head(score), f"detection score ({score}) over all {int(boxed.sum())} boxed "
-                       f"samples: only {n_correct} correct (< {min_correct})")
+        only = n_correct >= min_correct
+        primary = self.per_head(score, only_correct=only)
+        note = (f"detection score ({score}) over {n_correct} correct samples" if only else
+                f"detection score ({score}) over all {int(boxed.sum())} boxed samples: only {n_correct} correct "
+                f"(< {min_correct})")
+        if then is None or then not in self.scores:
+            return Ranking(self, primary, note)
+        return Ranking(self, *_break_ties(primary, self.per_head(then, only_correct=only), note, then))
 
     # ----- regrouping
 
@@ -259,6 +268,19 @@ def summary(results_list: Sequence[Results], scores: Sequence[str] = SUMMARY_SCO
         row["spearman_wc"] = spearman(res.per_head("weight"), res.per_head("concentration")) if both else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _break_ties(primary: np.ndarray, second: np.ndarray, note: str, name: str) -> tuple[np.ndarray, str]:
+    """``primary`` ``[layers, heads]`` plus ``second`` scaled into ``[0, gap/2)`` (``gap``: the smallest difference
+    between distinct finite primary values, 1 when all tie), so that ``second`` orders only the tied heads."""
+    values = np.unique(primary[np.isfinite(primary)])
+    gap = float(np.diff(values).min()) if values.size > 1 else 1.0
+    spread = np.nanmax(np.abs(second)) if np.isfinite(second).any() else 0.0
+    if not spread:
+        return primary, note
+    tied = int(sum(int((primary == v).sum()) for v in values if (primary == v).sum() > 1))
+    adjusted = primary + np.nan_to_num(second / spread, nan=0.0).astype(primary.dtype) * np.float32(gap / 2)
+    return adjusted.astype(primary.dtype), f"{note}; ties ({tied} heads) ordered by {name}"
 
 
 def concat(parts: list[Results], names: list[str] | None = None, *, unique_ids: bool = False) -> Results:

@@ -258,3 +258,20 @@ def test_random_same_layer_matches_layers_and_avoids_the_reference():
     assert (1, 3) in crowded and len(set(crowded)) == 3 and {lyr for lyr, _ in crowded} == {1}
     sets = ablation.head_sets(np.arange(24, dtype=float).reshape(6, 4), 3, ("top", "random_layer"), seed=1)
     assert sorted(lyr for lyr, _ in sets["random_layer"]) == sorted(lyr for lyr, _ in sets["top"])
+
+
+def test_ranking_orders_tied_detection_scores_by_region_weight():
+    """Heads whose detection scores tie (e.g. at zero in a model that barely looks at the image) are ordered by
+    their attention mass on the box; distinct detection scores keep their order; then=None leaves the ties."""
+    res = fake_results(n=8, layers=4, heads=3, correct=1.0)
+    res.scores["region_hits"][:] = 0.0
+    res.scores["region_hits"][:, 0, 0] = 0.5  # the one head with a detection score
+    res.scores["region_weight"] = np.full((8, 4, 3), 0.01, np.float32)
+    res.scores["region_weight"][:, 2, 1] = 0.2  # a tied head that looks at the box more
+    res.scores["region_weight"][:, 0, 0] = 0.0
+    ranking = res.ranking(min_correct=1)
+    order = np.argsort(-ranking.scores.ravel(), kind="stable")
+    assert tuple(np.unravel_index(order[0], (4, 3))) == (0, 0) and tuple(np.unravel_index(order[1], (4, 3))) == (2, 1)
+    assert "ties (11 heads) ordered by region_weight" in ranking.note
+    plain = res.ranking(min_correct=1, then=None)
+    assert np.count_nonzero(plain.scores == 0) == 11 and "ordered by" not in plain.note

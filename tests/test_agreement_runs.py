@@ -151,7 +151,15 @@ def test_default_models(monkeypatch, tmp_path):
     for name in ("toy-b1", "toy-a1"):
         (tmp_path / name / "config.json").write_text("{}")
     assert selection.toy_models(tmp_path) == [str(tmp_path / "toy-a1"), str(tmp_path / "toy-b1")]
-    monkeypatch.setattr(selection, "toy_models", lambda: [])
+    for name in ("smollm2-lora", "gemma3-frozen", "no-card"):
+        (tmp_path / "organisms" / name).mkdir(parents=True)
+    for name in ("smollm2-lora", "gemma3-frozen"):
+        (tmp_path / "organisms" / name / "organism.json").write_text("{}")
+    monkeypatch.setattr(selection, "ORGANISMS_DIR", tmp_path / "organisms")
+    organisms = [str(tmp_path / "organisms" / n) for n in ("gemma3-frozen", "smollm2-lora")]
+    assert selection.default_models(["x"], device="cpu") == organisms  # the toys are no default any more
+    assert selection.embedded_default() == tmp_path / "organisms" / "smollm2-lora"
+    monkeypatch.setattr(selection, "ORGANISMS_DIR", tmp_path / "none")
     assert selection.default_models(["x"], device="cpu") == [None]
 
 

@@ -117,9 +117,11 @@ def test_card_head_scores_and_masked_accuracies_are_recomputed(committed):
     assert 100 * r["extra_drop"] >= toy.CRITERION_POINTS, r
 
 
-def test_load_default_picks_a_toy_model():
+def test_toys_are_kept_for_tests_but_no_default():
+    """The toys (planted retrieval heads) stay for tests; the CPU default is an organism."""
     assert TOYS, "no committed toy model under data/"
-    assert selection.embedded_default() == TOYS[0]
+    assert selection.embedded_default() == selection.ORGANISMS_DIR / selection.CPU_DEFAULT
+    assert not set(TOYS) & set(selection.default_models(["x"], device="cpu"))
 
 
 def _tiny(seed: int = 0, steps: int = 2) -> toy.ToyConfig:
