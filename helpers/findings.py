@@ -289,8 +289,10 @@ def masking_curve_findings(per_sample: pd.DataFrame, model: str, *, k: int) -> l
                            "[ours] reconstruction of Figures 6-8 (masking curves)",
                            f"top masked {rate(int(top.sum()), len(top))}, control {rate(int(ctrl.sum()), len(ctrl))}; "
                            f"control - top {_interval(diff, low, high)}", verdict))
+    return out
 
 
+# ---------------------------------------------------------------------------------------------
 # Verdicts on agreement tables (helpers.agreement.map_agreement fields), notebooks 05-07
 
 SAME_PATTERN = 0.8  # ratio at or above this: the two maps show the same pattern up to sampling noise
@@ -410,3 +412,9 @@ def task_set_findings(pair_rows: pd.DataFrame, levels: pd.DataFrame, margin: flo
                                      zip(lv["dataset"], lv["mean"], lv["low"], lv["high"], strict=True)),
                            level))
     return out
+
+
+def interval_width(n: int, accuracy: float = 0.5) -> str:
+    """What ``n`` samples can tell: ``"n=96: a 95% Wilson interval spans +-0.098 around 0.50"`` (half its width)."""
+    low, high = wilson_interval(round(accuracy * n), n)
+    return f"n={n}: a 95% Wilson interval spans +-{(high - low) / 2:.3f} around an accuracy of {accuracy:.2f}"
