@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers import assemble, baselm, models, organisms, tasks
+from helpers import assemble, baselm, metrics, models, organisms, tasks
 
 pytestmark = pytest.mark.slow
 
@@ -303,7 +303,7 @@ def test_committed_card_numbers_follow_from_the_task_code(folder):
             assert e["chance"] == round(tasks.chance(name), 4), (image, name)
             correct = round(e["accuracy"] * e["n"])
             assert abs(correct - e["accuracy"] * e["n"]) < 0.01, (image, name, e["accuracy"])
-            assert tuple(e["ci95"]) == organisms.wilson(correct, e["n"]), (image, name)
+            assert tuple(e["ci95"]) == metrics.wilson_interval(correct, e["n"]), (image, name)
             if "by_prompt_kind" in e:
                 kinds = Counter(s.prompt_kind for s in drawn)
                 assert set(e["by_prompt_kind"]) == set(kinds)
