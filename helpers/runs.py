@@ -63,9 +63,13 @@ def cache_key(model: str | Path | None, chosen: Sequence[Any], *, device: str | 
     """The extraction-cache key :func:`extractions` uses for ``model`` (a notebook's ``MODEL`` parameter,
     :func:`helpers.selection.resolve`) on the samples ``chosen`` under these settings: what the explorer
     (``helpers.widgets``) looks up so that it reads the per-head scores the figure notebooks stored."""
-    choice = resolve(model, device)
-    return cache.key(choice.name, list(chosen), settings=extraction_settings(batch_size, rows, **kwargs),
-                     device=choice.device, quantization=choice.quantization)
+    return _key(resolve(model, device), chosen, extraction_settings(batch_size, rows, **kwargs))
+
+
+def _key(choice: ModelChoice, chosen: Sequence[Any], settings: Mapping[str, Any]) -> str:
+    """:func:`helpers.cache.key` of extracting ``chosen`` with the resolved ``choice`` under ``settings``."""
+    return cache.key(choice.name, list(chosen), settings=settings, device=choice.device,
+                     quantization=choice.quantization)
 
 
 def plan(choice: ModelChoice, datasets: Sequence[str], *, n_samples: int, settings: Mapping[str, Any],
@@ -76,8 +80,7 @@ def plan(choice: ModelChoice, datasets: Sequence[str], *, n_samples: int, settin
     out = []
     for name in datasets:
         chosen = list(samples(name, n_samples, offset=offset, data_files=data_files, image_folder=image_folder))
-        out.append(Planned(name, chosen, cache.key(choice.name, chosen, settings=settings, device=choice.device,
-                                                   quantization=choice.quantization)))
+        out.append(Planned(name, chosen, _key(choice, chosen, settings)))
     return out
 
 
