@@ -51,6 +51,21 @@ def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     assert baselm.prepared_dir("gemma3-270m").parent == tmp_path / "base-lms"
 
 
+def test_one_parse_shares_the_gguf_reader_and_restores_it():
+    import gguf
+
+    original = gguf.GGUFReader
+    path = baselm.gguf_path("smollm2-135m")
+    with baselm._one_parse():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first  # the same file by another spelling: no second parse
+        assert isinstance(first, original)
+    assert gguf.GGUFReader is original
+    with pytest.raises(RuntimeError, match="boom"), baselm._one_parse():
+        raise RuntimeError("boom")
+    assert gguf.GGUFReader is original
+
+
 @pytest.mark.parametrize("key", list(baselm.BASE_LMS))
 def test_prepared_base_lm_is_the_checked_gguf(key):
     folder = baselm.prepare(key)
