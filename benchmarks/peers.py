@@ -151,6 +151,8 @@ def load_folder(path: str) -> tuple[Any, Any]:
     from helpers import models
 
     model, processor = models.load(path, device="cpu")
+    # an organism's config is built in memory without ``architectures``, which TransformerLens' bridge reads
+    model.config.architectures = model.config.architectures or [type(model).__name__]
     return model.to(torch.float32).eval(), processor
 
 
@@ -618,8 +620,9 @@ def render(path: Path, memory_gib: float = 24.0) -> str:
                              f"{note} |")
         lines += [""]
     lines += ["### Goals, from the rows above", "",
-              "| geometry | layers | ours / plain time (wall / CPU) | best peer's peak / ours | best peer |",
-              "|---|---|---|---|---|"]
+              "| geometry | layers | ours / plain time (wall / CPU) | best peer's peak / ours | best peer | "
+              "extra peak over plain: ours / best peer (MiB) |",
+              "|---|---|---|---|---|---|"]
     for geometry in geometries:
         for depth in sorted({d for g, d, _ in cells if g == geometry}):
             ours, plain = cells.get((geometry, depth, "ours"), {}), cells.get((geometry, depth, "plain"), {})
@@ -629,7 +632,10 @@ def render(path: Path, memory_gib: float = 24.0) -> str:
                      if g == geometry and d == depth and m in EAGER_KERNEL and c["peak_mib"]]
             best = min(peers) if peers else None
             mem = f"{best[0] / ours['peak_mib']:.1f}x" if best and ours.get("peak_mib") else "-"
-            lines.append(f"| {geometry} | {depth} | {t} | {mem} | {LABELS[best[1]] if best else 'none ran'} |")
+            extra = (f"{ours['peak_mib'] - plain['peak_mib']:+.0f} / {best[0] - plain['peak_mib']:+.0f}"
+                     if best and ours.get("peak_mib") and plain.get("peak_mib") else "-")
+            lines.append(f"| {geometry} | {depth} | {t} | {mem} | {LABELS[best[1]] if best else 'none ran'} | "
+                         f"{extra} |")
     lines += ["", f"### Out of memory: measured under the cap, projected to {memory_gib:.0f} GiB", "",
               "| geometry | method | first depth that hit the cap (measured) | MiB per layer (fit) | "
               f"projected depth at {memory_gib:.0f} GiB |", "|---|---|---|---|---|"]
@@ -701,7 +707,13 @@ def rows_dir(out: Path) -> Path:
 
 
 def model_depth(folder: str) -> int:
-    """Decoder layers of the model in ``folder`` (its ``config.json``)."""
+    """Decoder layers of the model in ``folder``: its ``config.json``, or for an organism (no config of its own,
+    :func:`helpers.assemble.read_meta`) its base LM's."""
+    sys.path.insert(0, str(ROOT))
+    from helpers import assemble, baselm
+
+    if assemble.is_organism(folder):
+        return int(baselm.config(assemble.read_meta(Path(folder))["base_lm"]).num_hidden_layers)
     config = json.loads(Path(folder, "config.json").read_text())
     return int(config.get("text_config", config)["num_hidden_layers"])
 

@@ -78,7 +78,7 @@ def test_render_ratios_oom_and_projection(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in records))
     text = peers.render(path)
     assert "| 2 | eager `output_attentions=True` | 1 | 40.00 | 32.00 | 400 | 4.00 / 4.00 | 4.0x |" in text
-    assert "| LLaVA-1.6 | 8 | 1.000 / 1.000 | 4.0x |" in text
+    assert "| LLaVA-1.6 | 8 | 1.000 / 1.000 | 4.0x | eager `output_attentions=True` | +0 / +1200 |" in text
     assert "2.0e-07" in text
     # eager: 1000 + 400*(2..8) -> 200 MiB/layer*4 = 200 per layer; (24576 - 1000 - 0) / 200
     assert "| LLaVA-1.6 | eager `output_attentions=True` | 16 | 200 | ~118 (projected) |" in text
@@ -99,3 +99,11 @@ def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
     assert "DRY RUN" in text and "capture overhead" in text and "batch 2" in text
     raw = json.loads(out.with_suffix(".json").read_text())
     assert raw["LLaVA-1.5"]["memory"]["max_diff"] < 1e-4
+
+
+def test_model_depth_of_an_organism_is_its_base_lms():
+    """Organism folders carry no config.json: the depth comes from the base LM (30 and 18 layers)."""
+    from helpers import env
+
+    assert peers.model_depth(str(env.REPO_ROOT / "data" / "organisms" / "smollm2-lora")) == 30
+    assert peers.model_depth(str(env.REPO_ROOT / "data" / "organisms" / "gemma3-frozen")) == 18
