@@ -151,8 +151,6 @@ def load_folder(path: str) -> tuple[Any, Any]:
     from helpers import models
 
     model, processor = models.load(path, device="cpu")
-    # an organism's config is built in memory without ``architectures``, which TransformerLens' bridge reads
-    model.config.architectures = model.config.architectures or [type(model).__name__]
     return model.to(torch.float32).eval(), processor
 
 
@@ -686,9 +684,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("path", type=Path)
     r.add_argument("--memory-gib", type=float, default=24.0, help="machine memory for the projected depth")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))  # helpers, for the workers and for an organism's depth (imported where used)
 
     if args.command == "worker":
-        sys.path.insert(0, str(ROOT))
         return worker(args)
     if args.command == "render":
         markdown = render(args.path, args.memory_gib)
@@ -709,7 +707,6 @@ def rows_dir(out: Path) -> Path:
 def model_depth(folder: str) -> int:
     """Decoder layers of the model in ``folder``: its ``config.json``, or for an organism (no config of its own,
     :func:`helpers.assemble.read_meta`) its base LM's."""
-    sys.path.insert(0, str(ROOT))
     from helpers import assemble, baselm
 
     if assemble.is_organism(folder):

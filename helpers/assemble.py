@@ -79,6 +79,7 @@ def build_config(key: str, processor: Any) -> Any:
     text = baselm.config(key)
     text.vocab_size = len(processor.tokenizer)
     return LlavaConfig(
+        architectures=["LlavaForConditionalGeneration"],  # as a saved checkpoint's config says (TransformerLens reads it)
         vision_config=CLIPVisionConfig(**VISION).to_dict(), text_config=text.to_dict(),
         image_token_id=processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), vision_feature_layer=-1,
         vision_feature_select_strategy="default", projector_hidden_act="gelu", image_seq_length=IMAGE_TOKENS,
