@@ -99,7 +99,8 @@ class Recipe:
     variant: str  # "frozen" (projector only) or "lora" (projector + LoRA on every linear layer of the LM)
     stage1_steps: int = 150
     stage2_steps: int = 400
-    batch_size: int = 16
+    batch_size: int = 16  # stage 2: examples (v4: conversations) per step
+    stage1_batch_size: int = 16
     stage1_lr: float = 1e-3
     projector_lr: float = 5e-5  # stage 2, lora: 1/20 of stage 1's (LLaVA: 2e-5 vs 1e-3); v1's 5e-4 erased stage 1
     lora_lr: float = 5e-4
@@ -111,7 +112,9 @@ class Recipe:
     data_seed: int = 1000  # stage 1 uses data_seed, stage 2 data_seed + 1
     mix: dict = field(default_factory=lambda: {"scenes-count": 0.5, "scenes-pope": 0.25, "scenes-choice": 0.25})
     stage2_captions: float = 0.2  # share of each stage-2 batch that stays stage-1 captions (LLaVA-665K keeps them)
-    stage2_per_example: bool = True  # stage-2 loss: mean over examples of each example's token mean
+    stage2_per_example: bool = True  # stage-2 loss: mean over turns of each turn's token mean
+    conversations: bool = False  # v4: stage 2 on multi-turn conversations (tasks.conversation), one per example
+    end_label: str = "always"  # "always", or "when_lm_trains": no end-of-turn label while the LM is frozen
     version: int = 2
 
     @classmethod
@@ -123,11 +126,21 @@ class Recipe:
         merged["lora_targets"] = tuple(merged.get("lora_targets", cls.lora_targets))
         return cls(**merged)
 
+    def label_end(self, stage: int) -> bool:
+        """Whether stage ``stage``'s labels include the end-of-turn token: always, or (``end_label=
+        "when_lm_trains"``) only where the LM itself trains (stage 2 of the ``lora`` variant)."""
+        if self.end_label not in ("always", "when_lm_trains"):
+            raise ValueError(f"recipe {self.name}: end_label must be 'always' or 'when_lm_trains', "
+                             f"not {self.end_label!r}")
+        return self.end_label == "always" or (stage == 2 and self.variant == "lora")
+
     def stage1_key(self) -> str:
         """Cache key of stage 1 (shared by every recipe with the same base LM and stage-1 settings)."""
-        parts = [self.base_lm, self.stage1_steps, self.batch_size, self.stage1_lr, self.seed, self.data_seed,
+        parts = [self.base_lm, self.stage1_steps, self.stage1_batch_size, self.stage1_lr, self.seed, self.data_seed,
                  self.warmup_share, _file_digest(VISION_DIR / "model.safetensors"),
-                 examples_digest(caption_examples(self.data_seed, 0, self.batch_size))]
+                 examples_digest(caption_examples(self.data_seed, 0, self.stage1_batch_size))]
+        if not self.label_end(1):
+            parts.append("no end label")
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
 
     def stage2_key(self) -> str:
@@ -144,6 +157,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     # v3: v2 with 5x the stage-2 steps, after v2 stayed image-blind on the dev scenes at 400 steps (resumable
     # across working sessions; about 2 hours with two uncontended threads)
     Recipe("smollm2-lora-2k", "smollm2-135m", "lora", stage2_steps=2000, version=3),
+)}
+#: Recipe v4 (decided from v2/v3's logs on the dev seed, before any v4 result): stage 2 on multi-turn
+#: conversations (every question kind about one image, :func:`helpers.tasks.conversation`; LLaVA-665K's
+#: format), 4 conversations (about 23 answers) per step instead of 16 single questions, so 4x the updates
+#: per answer; Gemma-3-270M base does not label its end-of-turn token while its LM is frozen.
+V4 = dict(conversations=True, batch_size=4, stage2_steps=400, version=4)
+RECIPES_V4: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("smollm2-frozen", "smollm2-135m", "frozen", projector_lr=2.5e-4, **V4),
+    Recipe("smollm2-lora", "smollm2-135m", "lora", **V4),
+    Recipe("gemma3-frozen", "gemma3-270m", "frozen", projector_lr=2.5e-4, end_label="when_lm_trains", **V4),
+    Recipe("gemma3-lora", "gemma3-270m", "lora", end_label="when_lm_trains", **V4),
 )}
 
 
@@ -243,40 +267,61 @@ def vision_accuracy(tower: Any, heads: Any, image_processor: Any, n: int = 256) 
 
 @dataclass
 class Example:
-    """One training example: the image the model sees, the user prompt and the target answer text."""
+    """One training example: the image the model sees, the user prompt and the target answer text;
+    ``more``: further turns of the same conversation, ``(prompt without the image, answer)`` each."""
 
     image: Any
     prompt: str
     answer: str
+    more: tuple[tuple[str, str], ...] = ()
 
 
 def target_text(sample: Any) -> str:
     """The answer as the model should say it: counts as digits, Yes/No, option letters."""
-    if sample.answer_type == "yes_no":
-        return sample.answer.strip().capitalize()
-    return str(sample.answer).strip()
+    return _said(sample.answer, sample.answer_type)
 
 
-def encode(processor: Any, template: str, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``/``attention_mask``/``labels`` ``[B, T]`` and ``pixel_values``.
+def _said(answer: str, answer_type: str) -> str:
+    return answer.strip().capitalize() if answer_type == "yes_no" else str(answer).strip()
 
-    ``labels`` are -100 except on the answer tokens and the end-of-turn token.
+
+def encode(processor: Any, template: str, examples: Sequence[Example], *, label_end: bool = True
+           ) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``attention_mask``/``labels``/``turns`` ``[B, T]`` and ``pixel_values``.
+
+    Each example is one conversation in the base LM's template: the first prompt (with the image), its
+    answer and end-of-turn token, then ``"\\n"`` and each further turn (:attr:`Example.more`) the same way.
+    ``labels`` are -100 except on the answer tokens and (``label_end``) each end-of-turn token; ``turns``
+    numbers the labelled turns of the batch from 0 (-1 elsewhere), for the per-turn loss of :func:`answer_loss`.
     """
     tok = processor.tokenizer
-    prompts = [TEMPLATES[template].format(prompt=e.prompt) for e in examples]
-    enc = processor(images=[e.image for e in examples], text=prompts, padding=False)
+    fmt = TEMPLATES[template]
+    enc = processor(images=[e.image for e in examples], text=[fmt.format(prompt=e.prompt) for e in examples],
+                    padding=False)
     end = assemble.END_OF_TURN[template]
-    seqs, labels = [], []
+    end_ids = tok(end, add_special_tokens=False)["input_ids"]
+    seqs, labels, turns, n_turns = [], [], [], 0
     for ids, e in zip(enc["input_ids"], examples, strict=True):
-        answer = tok(e.answer + end, add_special_tokens=False)["input_ids"]
-        seqs.append(list(ids) + answer)
-        labels.append([-100] * len(ids) + answer)
+        seq, lab, turn = list(ids), [-100] * len(ids), [-1] * len(ids)
+        for prompt, answer in [(None, e.answer), *e.more]:
+            if prompt is not None:
+                text = tok("\n" + fmt.format(prompt=prompt), add_special_tokens=False)["input_ids"]
+                seq, lab, turn = seq + text, lab + [-100] * len(text), turn + [-1] * len(text)
+            said = tok(answer, add_special_tokens=False)["input_ids"]
+            seq += said + end_ids
+            lab += said + (end_ids if label_end else [-100] * len(end_ids))
+            turn += [n_turns] * len(said) + ([n_turns] if label_end else [-1]) * len(end_ids)
+            n_turns += 1
+        seqs.append(seq)
+        labels.append(lab)
+        turns.append(turn)
     width = max(map(len, seqs))
     pad = tok.pad_token_id
     return {
         "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
         "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
         "labels": torch.tensor([s + [-100] * (width - len(s)) for s in labels]),
+        "turns": torch.tensor([t + [-1] * (width - len(t)) for t in turns]),
         "pixel_values": torch.as_tensor(np.asarray(enc["pixel_values"]), dtype=torch.float32),
     }
 
@@ -285,7 +330,8 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor], *, per_example: bool
     """Cross-entropy on the labelled positions; logits only there (``[n_labelled, vocab]``).
 
     ``per_example=False`` averages over labelled tokens (transformers' loss); ``True`` averages each
-    example's tokens first, then the examples, so a 30-token caption weighs as much as a 1-token answer.
+    turn's tokens first (``batch["turns"]``; one turn per single-turn example), then the turns, so a
+    30-token caption weighs as much as a 1-token answer.
     """
     out = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       pixel_values=batch["pixel_values"], use_cache=False)
@@ -296,9 +342,14 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor], *, per_example: bool
     if not per_example:
         return F.cross_entropy(logits, targets[keep])
     token_loss = F.cross_entropy(logits, targets[keep], reduction="none")
-    example = keep.nonzero()[:, 0]
-    sums = torch.zeros(keep.shape[0], device=token_loss.device).index_add(0, example, token_loss)
-    return (sums / keep.sum(1).clamp(min=1)).mean()
+    turn = batch["turns"][:, 1:][keep]
+    n = int(turn.max()) + 1
+    sums = torch.zeros(n, device=token_loss.device).index_add(0, turn, token_loss)
+    sizes = torch.zeros(n, device=token_loss.device).index_add(0, turn, torch.ones_like(token_loss))
+    return (sums / sizes.clamp(min=1)).mean()
+
+
+CAPTION_PROMPT = "Describe the image briefly."
 
 
 def caption_examples(seed: int, step: int, n: int) -> list[Example]:
@@ -307,7 +358,7 @@ def caption_examples(seed: int, step: int, n: int) -> list[Example]:
     for i in range(n):
         rng = np.random.default_rng([seed, step, i])
         scene = scenes.make_scene(rng)
-        out.append(Example(scenes.render(scene), "<image>\nDescribe the image briefly.", scenes.caption(scene, rng)))
+        out.append(Example(scenes.render(scene), data.IMAGE_PREFIX + CAPTION_PROMPT, scenes.caption(scene, rng)))
     return out
 
 
@@ -317,9 +368,27 @@ def task_examples(seed: int, step: int, n: int, mix: dict[str, float]) -> list[E
     return [Example(s.model_image(), s.prompt, target_text(s)) for s in samples]
 
 
+def conversation_examples(seed: int, step: int, n: int, mix: dict[str, float], captions: float) -> list[Example]:
+    """Stage-2 examples of recipe v4: ``n`` conversations (:func:`helpers.tasks.conversation`, scene settings
+    drawn with ``mix``), each ending with a caption turn with probability ``captions`` (last, so that the
+    caption cannot give away an answer)."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, step, i])
+        conv = tasks.conversation(rng, weights=mix)
+        said = [(t.prompt.removeprefix(data.IMAGE_PREFIX), _said(t.answer, t.answer_type)) for t in conv.turns]
+        if rng.random() < captions:
+            said.append((CAPTION_PROMPT, scenes.caption(conv.scene, rng)))
+        out.append(Example(conv.image, conv.turns[0].prompt, said[0][1], tuple(said[1:])))
+    return out
+
+
 def stage2_examples(recipe: Recipe, step: int) -> list[Example]:
-    """Batch ``step`` of stage 2: ``round(stage2_captions * batch_size)`` captions, then task examples."""
+    """Batch ``step`` of stage 2: ``round(stage2_captions * batch_size)`` captions, then task examples;
+    recipe v4 (``conversations``): :func:`conversation_examples`."""
     seed = recipe.data_seed + 1
+    if recipe.conversations:
+        return conversation_examples(seed, step, recipe.batch_size, recipe.mix, recipe.stage2_captions)
     n_captions = round(recipe.stage2_captions * recipe.batch_size)
     return (caption_examples(seed, step, n_captions)
             + task_examples(seed, step, recipe.batch_size - n_captions, recipe.mix))
@@ -372,12 +441,14 @@ class Checkpoints:
 
 def _train(model: Any, processor: Any, params: list[dict], steps: int, make: Callable[[int], list[Example]],
            template: str, *, warmup: int, log_every: int = 25, checkpoints: Checkpoints | None = None,
-           dev: Callable[[int], dict] | None = None, dev_every: int = 0, per_example: bool = False) -> dict:
+           dev: Callable[[int], dict] | None = None, dev_every: int = 0, per_example: bool = False,
+           label_end: bool = True) -> dict:
     """AdamW over ``params`` groups for ``steps`` batches from ``make(step)``; bf16 autocast.
 
     With ``checkpoints`` the run resumes from its last save and saves every ``checkpoints.every`` steps;
     ``dev(step)`` (every ``dev_every`` steps and at the end) adds a development measurement to the
-    record. Returns ``{"log": [...], "dev": [...], "seconds": ...}``.
+    record. ``per_example`` and ``label_end``: see :func:`answer_loss` and :func:`encode`. Returns
+    ``{"log": [...], "dev": [...], "seconds": ...}``.
     """
     opt = torch.optim.AdamW(params, weight_decay=0.0)
     base = [g["lr"] for g in opt.param_groups]
@@ -389,7 +460,7 @@ def _train(model: Any, processor: Any, params: list[dict], steps: int, make: Cal
     for step in range(state["step"], steps):
         for g, lr in zip(opt.param_groups, base, strict=True):
             g["lr"] = lr * cosine_lr(step, steps, warmup)
-        batch = encode(processor, template, make(step))
+        batch = encode(processor, template, make(step), label_end=label_end)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = answer_loss(model, batch, per_example=per_example)
         opt.zero_grad()
@@ -436,11 +507,12 @@ def stage1(recipe: Recipe, model: Any, processor: Any) -> dict:
     template = baselm.spec(recipe.base_lm).template
     proj.requires_grad_(True)
     run = _train(model, processor, [{"params": list(proj.parameters()), "lr": recipe.stage1_lr}],
-                 recipe.stage1_steps, lambda s: caption_examples(recipe.data_seed, s, recipe.batch_size),
-                 template, warmup=max(1, int(recipe.warmup_share * recipe.stage1_steps)))
+                 recipe.stage1_steps, lambda s: caption_examples(recipe.data_seed, s, recipe.stage1_batch_size),
+                 template, warmup=max(1, int(recipe.warmup_share * recipe.stage1_steps)),
+                 label_end=recipe.label_end(1))
     proj.requires_grad_(False)
     meta = {"log": run["log"], "seconds": run["seconds"], "key": recipe.stage1_key(),
-            "data_digest": examples_digest(caption_examples(recipe.data_seed, 0, recipe.batch_size))}
+            "data_digest": examples_digest(caption_examples(recipe.data_seed, 0, recipe.stage1_batch_size))}
     cache.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in proj.state_dict().items()}, str(cache / "projector.safetensors"))
     (cache / "stage1.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -485,7 +557,7 @@ def stage2(recipe: Recipe, model: Any, processor: Any, *, dev_every: int = 100, 
                  baselm.spec(recipe.base_lm).template, warmup=max(1, int(recipe.warmup_share * recipe.stage2_steps)),
                  checkpoints=Checkpoints(stage2_folder(recipe), CHECKPOINT_EVERY),
                  dev=dev_check(model, processor, samples=dev_samples) if dev_every else None,
-                 dev_every=dev_every, per_example=recipe.stage2_per_example)
+                 dev_every=dev_every, per_example=recipe.stage2_per_example, label_end=recipe.label_end(2))
     model.requires_grad_(False)
     return {**run, "key": recipe.stage2_key(), "data_digest": examples_digest(stage2_examples(recipe, 0))}
 
@@ -495,6 +567,8 @@ def examples_digest(examples: Sequence[Example]) -> str:
     digest = hashlib.sha256()
     for e in examples:
         digest.update(e.prompt.encode() + b"\0" + e.answer.encode() + b"\0" + e.image.tobytes())
+        for prompt, answer in e.more:
+            digest.update(prompt.encode() + b"\0" + answer.encode() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -896,6 +970,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     v.add_argument("--steps", type=int, default=VisionRecipe.steps)
     b = sub.add_parser("build", help="train one organism from its recipe")
     b.add_argument("name", choices=sorted(RECIPES))
+    b.add_argument("--v4", action="store_true", help="recipe v4 (RECIPES_V4)")
     b.add_argument("--out", type=Path)
     b.add_argument("--stage1-steps", type=int)
     b.add_argument("--stage2-steps", type=int)
@@ -945,7 +1020,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "vision":
         train_vision(VisionRecipe(steps=args.steps), args.out)
     elif args.command == "build":
-        recipe = RECIPES[args.name]
+        recipe = (RECIPES_V4 if args.v4 else RECIPES)[args.name]
         changes = {k: v for k, v in (("stage1_steps", args.stage1_steps), ("stage2_steps", args.stage2_steps))
                    if v is not None}
         if changes:

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from . import data, scenes
 from .scenes import Scene
@@ -383,6 +385,103 @@ def mixed_samples(seed: int, n: int, *, weights: Mapping[str, float] | None = No
             sample.meta["task_set"] = name
             out.append(sample)
     return out
+
+
+# ------------------------------------------------------------------------------------------- conversations
+SCENE_SETTINGS: dict[str, dict[str, Any]] = {"scenes-count": COUNT_SCENE, "scenes-pope": POPE_SCENE,
+                                             "scenes-choice": CHOICE_SCENE}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One question of a conversation: the prompt (``<image>\\n`` only on the first turn is added by the
+    caller), the gold answer as a sample states it, and the task set and answer type it stands for."""
+
+    prompt: str
+    answer: str
+    task_set: str
+    answer_type: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Several questions about one image (LLaVA-665K's multi-turn format): ``image`` is what the model sees
+    (the box drawn when ``boxed``), ``turns`` in the order asked, every prompt starting with ``<image>\\n``."""
+
+    image: Image.Image
+    turns: tuple[Turn, ...]
+    boxed: bool
+    scene: Scene
+
+
+def conversation(rng: np.random.Generator, *, weights: Mapping[str, float] | None = None) -> Conversation:
+    """Every kind of question the task sets ask, about one scene (instruction-tuning data, never evaluation).
+
+    The scene's settings come from one task set drawn with ``weights`` (default equal); the box is drawn
+    with probability 1/2. Then, in a random order: one counting question (a random question kind; visual
+    prompt when the box is drawn, else the box in words), a POPE "yes" and a POPE "no" (negative kind
+    uniform over those the scene allows), and one multiple-choice question per topic the scene allows
+    (box variants only when the box is drawn; a count question's options hold its answer at a uniform
+    place). Prompts are built by the same functions as the task sets' (:func:`helpers.data.pointqa_prompt`,
+    :func:`helpers.data.pope_prompt`, :func:`helpers.data.multiple_choice_prompt`).
+    """
+    weights = dict(weights or {t: 1.0 for t in TASK_SETS})
+    names = list(weights)
+    p = np.array([weights[t] for t in names], dtype=float)
+    setting = names[int(rng.choice(len(names), p=p / p.sum()))]
+    scene = scenes.make_scene(rng, **SCENE_SETTINGS[setting])
+    boxed = bool(rng.integers(2))
+    turns = [_count_turn(rng, scene, boxed), *_pope_turns(rng, scene), *_choice_turns(rng, scene, boxed)]
+    order = rng.permutation(len(turns))
+    image = scenes.render(scene)
+    if boxed:
+        image = data.draw_boxes(image, (_box(scene.box),))
+    return Conversation(image=image, turns=tuple(turns[int(j)] for j in order), boxed=boxed, scene=scene)
+
+
+def _count_turn(rng: np.random.Generator, scene: Scene, boxed: bool) -> Turn:
+    kind = data.QUESTION_KINDS[int(rng.integers(len(data.QUESTION_KINDS)))]
+    question = count_questions(scene)[kind]
+    prompt = data.pointqa_prompt(question, "visual" if boxed else "plain", PLAIN_TEXT,
+                                 data.box_in_words(_box(scene.box), scene.size))
+    return Turn(prompt, str(scene.count), "scenes-count", "count")
+
+
+def _pope_turns(rng: np.random.Generator, scene: Scene) -> list[Turn]:
+    present, absent = list(scene.group_sizes), absent_types(scene)
+    negatives = {"random": absent, "adversarial": adversarial_types(scene), "popular": [popular_type(scene)]}
+    usable = [k for k in NEGATIVES if negatives[k]]
+    pool = negatives[usable[int(rng.integers(len(usable)))]]
+    yes, no = present[int(rng.integers(len(present)))], pool[int(rng.integers(len(pool)))]
+    return [Turn(data.pope_prompt(pope_question(*t)), answer, "scenes-pope", "yes_no")
+            for t, answer in ((yes, "yes"), (no, "no"))]
+
+
+def _choice_turns(rng: np.random.Generator, scene: Scene, boxed: bool) -> list[Turn]:
+    turns = []
+    for topic in TOPICS:
+        plan = _scene_count_plan(rng, scene) if topic == "count" else None
+        if topic == "count" and plan is None or not _ASKABLE[topic](scene, plan):
+            continue
+        question, gold, pool, variant, _ = _QUESTIONS[topic](rng, scene, plan)
+        if variant == "box" and not boxed:
+            continue
+        letter = int(rng.integers(4))
+        options = [pool[int(j)] for j in rng.permutation(len(pool))[:3]]
+        options.insert(letter, gold)
+        turns.append(Turn(data.multiple_choice_prompt(question, options), data.LETTERS[letter], "scenes-choice",
+                          "letter"))
+    return turns
+
+
+def _scene_count_plan(rng: np.random.Generator, scene: Scene) -> tuple[int, int] | None:
+    """A count question's ``(start, answer)`` for a colour the scene holds 1..6 times (None when none)."""
+    counts = sorted(set(Counter(o.colour for o in scene.objects).values()) & set(range(1, 7)))
+    if not counts:
+        return None
+    gold = counts[int(rng.integers(len(counts)))]
+    starts = [s for s in range(1, 4) if s <= gold <= s + 3]
+    return starts[int(rng.integers(len(starts)))], gold
 
 
 # ------------------------------------------------------------------------------------------- committed sets
