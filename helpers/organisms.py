@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import ablation, assemble, baselm, capture, data, extract, layout, metrics, scenes, selection, tasks
@@ -600,11 +601,22 @@ def save(model: Any, processor: Any, recipe: Recipe, out: Path, training: dict) 
     out.mkdir(parents=True, exist_ok=True)
     if recipe.variant == "lora":
         model.model.language_model.save_pretrained(str(out / "adapter"), save_embedding_layers=False)
+        to_bfloat16(out / "adapter" / "adapter_model.safetensors")
     assemble.save_parts(model, processor, out, meta)
     family = "smollm2" if lm.key.startswith("smollm2") else "gemma3"
     (out / "visual_heads.json").write_text(json.dumps(
         {"name": recipe.name, "family": family, "backbone": lm.key, "template": lm.template,
          "note": f"organism: {lm.title} + LLaVA recipe ({recipe.variant})"}, indent=1) + "\n")
+
+
+def to_bfloat16(path: Path) -> None:
+    """Rewrite a safetensors file with its float tensors in bfloat16 (half the bytes; the size budget of
+    data/organisms). Loading copies them into the fp32 model, so the saved organism *is* the rounded one:
+    its card is measured on what :func:`helpers.models.load` rebuilds."""
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    tensors = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def _relative(target: Path, start: Path) -> str:

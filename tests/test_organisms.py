@@ -132,13 +132,14 @@ def test_both_stages_train_and_the_saved_parts_rebuild_the_model(tmp_path, monke
     sample = organisms.task_samples("scenes-pope", 5, 1)
     batch = organisms.encode(processor, "chatml", [organisms.Example(sample[0].model_image(), sample[0].prompt, "Yes")])
     with torch.no_grad():
-        want = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        got = loaded(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "turns")}
+        want, got = model(**inputs).logits, loaded(**inputs).logits
     assert (got - want).abs().max().item() < 1e-3
     assert loaded.vh_spec.template == "chatml" and loaded.vh_spec.layers == 30
     # the adapter was trained and is applied: nonzero LoRA B, merged q_proj differs from the base LM's
     adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     assert max(v.abs().max().item() for k, v in adapter.items() if "lora_B" in k) > 0
+    assert {v.dtype for v in adapter.values()} == {torch.bfloat16}  # half the bytes of the size budget
     base_q = load_file(str(baselm.prepare("smollm2-135m") / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
     assert not torch.equal(loaded.model.language_model.layers[0].self_attn.q_proj.weight, base_q)
 
@@ -211,7 +212,7 @@ def test_answer_loss_is_the_models_own_shifted_loss(smol):
                                                    organisms.Example(image, "<image>\nIs there one?", "No")])
     with torch.no_grad():
         ours = organisms.answer_loss(model, batch)
-        theirs = model(**batch).loss
+        theirs = model(**{k: v for k, v in batch.items() if k != "turns"}).loss
     assert abs(ours.item() - theirs.item()) < 1e-4
 
 
@@ -228,6 +229,57 @@ def test_per_example_loss_weighs_every_example_equally(smol):
         per_token = organisms.answer_loss(model, both).item()
     assert abs(per_example - sum(each) / 2) < 1e-4
     assert abs(per_token - per_example) > 1e-3
+
+
+def test_conversation_turns_are_labelled_turn_by_turn(smol):
+    """A two-turn conversation: both answers and end tokens labelled, numbered by turn; its per-turn loss is
+    the mean of the two turns' own losses; without end labels only the answers are labelled."""
+    model, processor = smol
+    image = Image.new("RGB", (160, 160), "white")
+    talk = organisms.Example(image, "<image>\nIs there a blue circle in the image?", "Yes",
+                             more=(("Describe the image briefly.", "A blue circle at the top."),))
+    batch = organisms.encode(processor, "chatml", [talk])
+    tok = processor.tokenizer
+    assert tok.decode(batch["labels"][0][batch["labels"][0] != -100]) == "Yes<|im_end|>A blue circle at the top.<|im_end|>"
+    text = tok.decode(batch["input_ids"][0][batch["input_ids"][0] != model.config.image_token_id])
+    assert text.endswith("Yes<|im_end|>\n<|im_start|>user\nDescribe the image briefly.<|im_end|>\n"
+                         "<|im_start|>assistant\nA blue circle at the top.<|im_end|>")
+    turns = batch["turns"][0][batch["labels"][0] != -100].tolist()
+    assert turns[:2] == [0, 0] and set(turns[2:]) == {1}
+    with torch.no_grad():
+        per_turn = organisms.answer_loss(model, batch, per_example=True).item()
+        token_loss = torch.nn.functional.cross_entropy(
+            model(**{k: v for k, v in batch.items() if k not in ("labels", "turns")}).logits[0, :-1],
+            batch["labels"][0, 1:], reduction="none")
+    labelled = batch["labels"][0, 1:] != -100
+    want = np.mean([token_loss[labelled][:2].mean().item(), token_loss[labelled][2:].mean().item()])
+    assert abs(per_turn - want) < 1e-4
+    bare = organisms.encode(processor, "chatml", [talk], label_end=False)
+    assert tok.decode(bare["labels"][0][bare["labels"][0] != -100]) == "YesA blue circle at the top."
+    assert torch.equal(bare["input_ids"], batch["input_ids"])
+
+
+def test_recipe_v4_labels_gemmas_end_token_only_where_its_lm_trains():
+    v4 = organisms.RECIPES_V4
+    assert [v4["gemma3-lora"].label_end(s) for s in (1, 2)] == [False, True]
+    assert [v4["gemma3-frozen"].label_end(s) for s in (1, 2)] == [False, False]
+    assert v4["smollm2-lora"].label_end(1) and v4["smollm2-frozen"].label_end(2)
+    # the end-label rule is part of stage 1's cache key; SmolLM2's stage 1 is v2's
+    assert v4["gemma3-lora"].stage1_key() != organisms.RECIPES["gemma3-lora"].stage1_key()
+    assert v4["smollm2-lora"].stage1_key() == organisms.RECIPES["smollm2-lora"].stage1_key()
+    with pytest.raises(ValueError, match="end_label must be"):
+        replace(v4["gemma3-lora"], end_label="never").label_end(1)
+
+
+def test_conversation_examples_keep_the_caption_last():
+    examples = organisms.conversation_examples(3, 0, 24, {"scenes-count": 1.0}, captions=0.5)
+    captioned = [e for e in examples if e.more and e.more[-1][0] == organisms.CAPTION_PROMPT]
+    assert 0 < len(captioned) < 24
+    for e in examples:
+        assert e.prompt.startswith("<image>\n") and all("<image>" not in p for p, _ in e.more)
+        assert all(p != organisms.CAPTION_PROMPT for p, _ in e.more[:-1])
+    assert organisms.examples_digest(examples) == organisms.examples_digest(
+        organisms.conversation_examples(3, 0, 24, {"scenes-count": 1.0}, captions=0.5))
 
 
 def _meta(**changes) -> str:

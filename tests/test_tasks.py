@@ -227,3 +227,57 @@ def test_stored_images_are_160_px_rgb():
         first = sorted((SETS[name] / "images").iterdir())[0]
         with Image.open(first) as image:
             assert image.size == (160, 160) and image.mode == "RGB"
+
+
+# ------------------------------------------------------------------------------------------- conversations
+def _answer_of(turn: tasks.Turn, scene: scenes.Scene) -> str:
+    """The gold answer recomputed from the scene and the prompt's words (independently of the generator)."""
+    lines = turn.prompt.split("\n")
+    question = lines[1]
+    if turn.task_set == "scenes-count":
+        return str(scene.count)
+    if turn.task_set == "scenes-pope":
+        colour, kind = question.removeprefix("Is there a ").removesuffix(" in the image?").split()
+        return "yes" if (kind, colour) in scene.group_sizes else "no"
+    options = [line[3:] for line in lines[2:6]]
+    if question.startswith("How many"):
+        colour = question.split()[2]
+        gold = str(sum(o.colour == colour for o in scene.objects))
+    elif question.startswith("Where is the"):
+        colour, kind = question.removeprefix("Where is the ").removesuffix("?").split()
+        o = next(o for o in scene.objects if (o.kind, o.colour) == (kind, colour))
+        gold = scenes.position(o.box, scene.size)
+    elif question.startswith("What colour"):
+        kind = question.removeprefix("What colour is the ").removesuffix("?")
+        o = scene.objects[scene.target] if kind == "object in the box" else next(o for o in scene.objects if o.kind == kind)
+        gold = o.colour
+    else:
+        colour = question.removeprefix("What shape is the ").removesuffix("?").removesuffix(" object")
+        o = scene.objects[scene.target] if colour == "object in the box" else next(
+            o for o in scene.objects if o.colour == colour)
+        gold = o.kind
+    return data.LETTERS[options.index(gold)]
+
+
+def test_conversation_answers_follow_from_the_scene():
+    for i in range(120):
+        conv = tasks.conversation(np.random.default_rng([9, i]))
+        by_set = Counter(t.task_set for t in conv.turns)
+        assert by_set["scenes-count"] == 1 and by_set["scenes-pope"] == 2 and 1 <= by_set["scenes-choice"] <= 4
+        assert sorted(t.answer for t in conv.turns if t.task_set == "scenes-pope") == ["no", "yes"]
+        for turn in conv.turns:
+            assert turn.prompt.startswith(data.IMAGE_PREFIX)
+            assert turn.answer == _answer_of(turn, conv.scene), turn.prompt
+            mentions_box = "in the box" in turn.prompt or "within the rectangle." in turn.prompt
+            assert not mentions_box or conv.boxed, "a box question on an image without the box"
+        plain = np.asarray(scenes.render(conv.scene))
+        assert np.array_equal(np.asarray(conv.image), plain) != conv.boxed
+    assert Counter(tasks.conversation(np.random.default_rng([9, i])).boxed for i in range(120)).keys() == {True, False}
+    assert tasks.conversation(np.random.default_rng([9, 3])) == tasks.conversation(np.random.default_rng([9, 3]))
+
+
+def test_conversation_scene_settings_follow_the_weights():
+    counted = [tasks.conversation(np.random.default_rng([2, i]), weights={"scenes-count": 1.0}) for i in range(20)]
+    assert all(len(c.scene.objects) == 12 for c in counted)  # the balanced layout: always 12 objects
+    free = [tasks.conversation(np.random.default_rng([2, i]), weights={"scenes-pope": 1.0}) for i in range(40)]
+    assert any(len(c.scene.objects) != 12 for c in free)
