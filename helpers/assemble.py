@@ -118,7 +118,18 @@ def build_model(key: str, processor: Any, *, seed: int = 0) -> Any:
                             f"unexpected {unexpected[:5]}")
     model.tie_weights()
     model.config.use_cache = True
+    stop_at_end_of_turn(model, processor, baselm.spec(key).template)
     return model.eval()
+
+
+def stop_at_end_of_turn(model: Any, processor: Any, template: str) -> None:
+    """Let ``generate`` stop at the chat template's end-of-turn token as well as at the tokenizer's EOS, as a
+    chat checkpoint's ``generation_config`` does (Gemma 3 instruct: ``<eos>`` and ``<end_of_turn>``). Gemma-3-270M
+    *base* names only ``<eos>``, so without this an organism's answer runs on past its ``<end_of_turn>``."""
+    tok = processor.tokenizer
+    stops = [tok.eos_token_id, tok.convert_tokens_to_ids(END_OF_TURN[template])]
+    model.generation_config.eos_token_id = list(dict.fromkeys(stops))
+    model.generation_config.pad_token_id = tok.pad_token_id
 
 
 def new_token_ids(key: str, processor: Any) -> list[int]:
