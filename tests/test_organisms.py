@@ -91,6 +91,10 @@ def test_assembled_llava_speaks_like_its_base_lm(key):
     assert torch.allclose(got, want, atol=1e-4)
     enc = processor(images=[Image.new("RGB", (160, 160), "white")], text=["<image>\nhi"], return_tensors="pt")
     assert int((enc.input_ids == model.config.image_token_id).sum()) == assemble.IMAGE_TOKENS == 64
+    # generate stops at the template's end of turn (Gemma-3-270M base names only <eos> as its EOS)
+    end = processor.tokenizer.convert_tokens_to_ids(assemble.END_OF_TURN[baselm.spec(key).template])
+    assert end in model.generation_config.eos_token_id
+    assert processor.tokenizer.eos_token_id in model.generation_config.eos_token_id
 
 
 def test_encode_labels_only_the_answer_and_end_of_turn(smol):
