@@ -43,8 +43,8 @@ v2's settings, but stage 2 trains on multi-turn conversations (:func:`conversati
 of question the task sets ask, about one image, as LLaVA-665K's conversations; a caption turn, when
 drawn, comes last so that it cannot give an answer away), 4 conversations (about 23 answers) per step,
 so 4x the updates per answer, and the loss is averaged per turn. v3 (v2 with 2000 steps) had stayed at
-the answer prior's loss (0.69-0.72) from step 100 to step 275, where it was stopped. Gemma-3-270M is a *base* model: its
-``<end_of_turn>`` label after an answer had log-probability -18.9 to -24.6, so with the LM frozen
+the answer prior's loss (0.69-0.72) from step 100 to step 275, where it was stopped. Gemma-3-270M is a
+*base* model: its ``<end_of_turn>`` label after an answer had log-probability -18.9 to -24.6, so with the LM frozen
 (stage 1, and the frozen variant) that one label set the loss floor that v1's stage 1 ended at; v4 labels
 the end-of-turn token only where the LM trains (``end_label="when_lm_trains"``; SmolLM2-Instruct already
 ends its turns, so its recipes keep ``"always"`` and share v2's stage 1).
