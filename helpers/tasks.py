@@ -221,9 +221,7 @@ def _choice_one(rng: np.random.Generator, i: int, *, topics: tuple[str, ...],
     plan = _count_plan(rng) if topic == "count" else None
     scene = _redraw(rng, scene_kwargs, lambda s: _ASKABLE[topic](s, plan), f"a {topic} question")
     question, gold, pool, variant, objects = _QUESTIONS[topic](rng, scene, plan)
-    letter = int(rng.integers(4))
-    options = [pool[int(j)] for j in rng.permutation(len(pool))[:3]]
-    options.insert(letter, gold)
+    options, letter = _lettered(rng, gold, pool)
     boxed = variant == "box"
     record_id = f"scenes-choice-{i:04d}"
     meta = {"category": topic, "record_id": record_id, "variant": variant,
@@ -233,6 +231,14 @@ def _choice_one(rng: np.random.Generator, i: int, *, topics: tuple[str, ...],
                         benchmark="scenes-choice", answer_type="letter", options=tuple(options),
                         boxes=(_box(scene.box),) if boxed else (), prompt_kind="visual" if boxed else "plain",
                         meta=meta)]
+
+
+def _lettered(rng: np.random.Generator, gold: str, pool: Sequence[str]) -> tuple[list[str], int]:
+    """Four options: the gold at a uniform letter, three distractors drawn from ``pool`` in random order."""
+    letter = int(rng.integers(4))
+    options = [pool[int(j)] for j in rng.permutation(len(pool))[:3]]
+    options.insert(letter, gold)
+    return options, letter
 
 
 def _unique(scene: Scene, attribute: str) -> list[int]:
@@ -365,21 +371,32 @@ _ONE: dict[str, tuple[Callable[..., list[data.Sample]], Callable[[], dict[str, A
 }
 
 
+def _checked_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    """``weights`` per task set (default equal), refused unless non-negative, not all 0, with known keys."""
+    weights = dict(weights or {t: 1.0 for t in TASK_SETS})
+    unknown = set(weights) - set(TASK_SETS)
+    if unknown or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+        raise ValueError(f"weights {weights} must be non-negative, not all 0, with keys from {TASK_SETS}")
+    return weights
+
+
+def _draw_task_set(rng: np.random.Generator, weights: Mapping[str, float]) -> str:
+    """One task set drawn with probabilities proportional to ``weights``."""
+    names = list(weights)
+    p = np.array([weights[t] for t in names], dtype=float)
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
 def mixed_samples(seed: int, n: int, *, weights: Mapping[str, float] | None = None) -> list[data.Sample]:
     """Instruction-tuning mixture: sample ``i`` draws its task set with ``weights`` (default equal) from
     ``default_rng([seed, i])``, then one sample of it from the same generator, with every question kind,
     prompt kind, negative kind and topic drawn uniformly. ``meta["task_set"]`` names the set.
     """
-    weights = dict(weights or {t: 1.0 for t in TASK_SETS})
-    unknown = set(weights) - set(TASK_SETS)
-    if unknown or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
-        raise ValueError(f"weights {weights} must be non-negative, not all 0, with keys from {TASK_SETS}")
-    names = list(weights)
-    p = np.array([weights[t] for t in names], dtype=float)
+    weights = _checked_weights(weights)
     out = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        name = names[int(rng.choice(len(names), p=p / p.sum()))]
+        name = _draw_task_set(rng, weights)
         one, kwargs = _ONE[name]
         for sample in one(rng, i, **kwargs()):
             sample.meta["task_set"] = name
@@ -394,8 +411,9 @@ SCENE_SETTINGS: dict[str, dict[str, Any]] = {"scenes-count": COUNT_SCENE, "scene
 
 @dataclass(frozen=True)
 class Turn:
-    """One question of a conversation: the prompt (``<image>\\n`` only on the first turn is added by the
-    caller), the gold answer as a sample states it, and the task set and answer type it stands for."""
+    """One question of a conversation: the prompt as the task sets write it (starting with ``<image>\\n``;
+    :func:`helpers.organisms.conversation_examples` drops that prefix from later turns), the gold answer as a
+    sample states it, and the task set and answer type it stands for."""
 
     prompt: str
     answer: str
@@ -425,11 +443,7 @@ def conversation(rng: np.random.Generator, *, weights: Mapping[str, float] | Non
     place). Prompts are built by the same functions as the task sets' (:func:`helpers.data.pointqa_prompt`,
     :func:`helpers.data.pope_prompt`, :func:`helpers.data.multiple_choice_prompt`).
     """
-    weights = dict(weights or {t: 1.0 for t in TASK_SETS})
-    names = list(weights)
-    p = np.array([weights[t] for t in names], dtype=float)
-    setting = names[int(rng.choice(len(names), p=p / p.sum()))]
-    scene = scenes.make_scene(rng, **SCENE_SETTINGS[setting])
+    scene = scenes.make_scene(rng, **SCENE_SETTINGS[_draw_task_set(rng, _checked_weights(weights))])
     boxed = bool(rng.integers(2))
     turns = [_count_turn(rng, scene, boxed), *_pope_turns(rng, scene), *_choice_turns(rng, scene, boxed)]
     order = rng.permutation(len(turns))
@@ -461,14 +475,12 @@ def _choice_turns(rng: np.random.Generator, scene: Scene, boxed: bool) -> list[T
     turns = []
     for topic in TOPICS:
         plan = _scene_count_plan(rng, scene) if topic == "count" else None
-        if topic == "count" and plan is None or not _ASKABLE[topic](scene, plan):
+        if (topic == "count" and plan is None) or not _ASKABLE[topic](scene, plan):
             continue
         question, gold, pool, variant, _ = _QUESTIONS[topic](rng, scene, plan)
         if variant == "box" and not boxed:
             continue
-        letter = int(rng.integers(4))
-        options = [pool[int(j)] for j in rng.permutation(len(pool))[:3]]
-        options.insert(letter, gold)
+        options, letter = _lettered(rng, gold, pool)
         turns.append(Turn(data.multiple_choice_prompt(question, options), data.LETTERS[letter], "scenes-choice",
                           "letter"))
     return turns
