@@ -864,14 +864,16 @@ def card_text(meta: dict, result: dict) -> str:
              "image tokens). Shipped here: projector, the `<image>` embedding row (mean-initialised, never trained: "
              "image positions are overwritten by projector outputs)"
              + (", the LoRA adapter." if meta["variant"] == "lora" else "."), "",
-             f"## Training, recipe v{rec.version} (python -m helpers.organisms build " + meta["name"] + ")", "",
-             f"- stage 1 (captions, LM frozen): {r['stage1_steps']} steps x {r['batch_size']}, lr {r['stage1_lr']}, "
-             f"{meta['stage1'].get('seconds', '?')} s (shared by the organisms of this base LM)",
-             f"- stage 2 (task mix {r['mix']}, {rec.stage2_captions:.0%} of each batch captions, loss averaged "
-             f"{'per example' if rec.stage2_per_example else 'over tokens'}): "
-             f"{r['stage2_steps']} steps x {r['batch_size']}, projector lr "
-             f"{r['projector_lr']}" + (f", LoRA lr {r['lora_lr']}" if meta["variant"] == "lora" else "")
+             f"## Training, recipe v{rec.version} (python -m helpers.organisms build " + meta["name"]
+             + (" --v4" if rec.version == 4 else "") + ")", "",
+             f"- stage 1 (captions, LM frozen): {rec.stage1_steps} steps x {rec.stage1_batch_size}, "
+             f"lr {rec.stage1_lr}, {meta['stage1'].get('seconds', '?')} s (shared by the organisms of this base LM)",
+             f"- stage 2: {_stage2_text(rec)}, {rec.stage2_steps} steps x {rec.batch_size}"
+             + (" conversations" if rec.conversations else "") + f", projector lr {rec.projector_lr}"
+             + (f", LoRA lr {rec.lora_lr}" if meta["variant"] == "lora" else "")
              + f", {meta['stage2'].get('seconds', '?')} s",
+             f"- end-of-turn token labelled: {'always' if rec.end_label == 'always' else 'only where the LM trains'}"
+             f" (stage 1: {'yes' if rec.label_end(1) else 'no'}, stage 2: {'yes' if rec.label_end(2) else 'no'})",
              f"- seeds: projector {r['seed']}, data {r['data_seed']}; bf16 autocast on CPU, "
              f"{meta.get('threads', '?')} thread(s); total {meta.get('train_seconds', '?')} s", "",
              *_dev_lines(meta.get("stage2", {}).get("dev", [])),
@@ -892,6 +894,15 @@ def card_text(meta: dict, result: dict) -> str:
     lines += ["", f"Uniform attention would put {a.uniform_image_share.iloc[0]:.3f} on the image tokens.", "",
               "Regenerate this card: `python -m helpers.organisms card data/organisms/" + meta["name"] + "`.", ""]
     return "\n".join(lines)
+
+
+def _stage2_text(rec: Recipe) -> str:
+    """What stage 2 trains on, in the card's words."""
+    if rec.conversations:
+        return (f"multi-turn conversations about one scene (settings drawn from {rec.mix}; every question kind; "
+                f"a caption turn last with probability {rec.stage2_captions}), loss averaged per turn")
+    return (f"task mix {rec.mix}, {rec.stage2_captions:.0%} of each batch captions, loss averaged "
+            f"{'per example' if rec.stage2_per_example else 'over tokens'}")
 
 
 def _dev_lines(dev: list[dict]) -> list[str]:
