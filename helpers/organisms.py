@@ -767,6 +767,13 @@ def agreement(cards: dict[str, dict], metas: dict[str, dict], *, score: str = "d
 MASKING_KS = (1, 2, 4, 8, 16, 32)  # plus 10% of all heads (:func:`masking_ks`)
 MASKING_DRAWS = 10
 MASKING_CONDITIONS = ("top", "random", "random_layer")
+MASKING_EVAL_SEED = HELD_OUT_SEED + 2  # masked-on scenes: neither the card (seed HELD_OUT_SEED) nor the ranking (+1)
+
+
+def masking_task(folder: Path) -> ablation.MaskingTask:
+    """The task set an organism is masked on: :func:`helpers.ablation.masking_task`'s rule (fixed before any
+    organism was masked, shared with notebook 08) applied to its card's held-out accuracies."""
+    return ablation.masking_task(Path(folder).name, selection.organism_card(folder))
 
 
 def masking_ks(total_heads: int) -> list[int]:
@@ -774,14 +781,15 @@ def masking_ks(total_heads: int) -> list[int]:
     return sorted({k for k in (*MASKING_KS, round(0.1 * total_heads)) if 0 < k <= total_heads} | {0})
 
 
-def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples: int = 96,
-            draws: int = MASKING_DRAWS, batch_size: int = 16) -> tuple[pd.DataFrame, str]:
-    """Mask the top visual heads on held-out scenes against random same-stage and same-layer heads.
+def masking(model: Any, processor: Any, *, task: str = "scenes-count", rank_samples: int = 96,
+            eval_samples: int = 96, draws: int = MASKING_DRAWS, batch_size: int = 16) -> tuple[pd.DataFrame, str]:
+    """Mask the top visual heads on held-out scenes of ``task`` against random same-stage and same-layer heads.
 
     Heads are ranked (:meth:`helpers.results.Results.ranking`, the detection score over correctly
     answered samples) on counting samples with the box drawn from seed ``HELD_OUT_SEED + 1``, and masked
-    on other counting samples (both prompt kinds) from :data:`HELD_OUT_SEED`: independent draws (sample
-    ``i`` uses ``default_rng([seed, i])``) that share no picture (checked by pixels,
+    on ``eval_samples`` samples of task set ``task`` from :data:`MASKING_EVAL_SEED`, a seed neither the
+    ranking nor the card (whose numbers choose ``task``: :func:`masking_task`) uses. Sample ``i`` of a seed
+    uses ``default_rng([seed, i])``; ranking and masked scenes share no picture (checked by pixels,
     :func:`helpers.selection.check_disjoint`). Returns the per-(condition, k) table and the ranking note:
     ``ci_lo``/``ci_hi`` is the 95% Wilson interval of the accuracy (samples pooled over draws: sampling
     error only), ``draw_min``/``draw_max`` the spread of the random controls over their draws (all draws
@@ -790,10 +798,10 @@ def masking(model: Any, processor: Any, *, rank_samples: int = 96, eval_samples:
     when a layer holds more top heads than other heads: Gemma-3 has 4 heads per layer).
     """
     rank = tasks.count_samples(HELD_OUT_SEED + 1, rank_samples, prompt_kinds=("visual",))
-    held = tasks.count_samples(HELD_OUT_SEED, eval_samples)
-    # the two seeds reuse sample, record and image ids (scenes-count-0000 ...) for other scenes: compare pictures
+    held = task_samples(task, MASKING_EVAL_SEED, eval_samples)
+    # the seeds reuse sample, record and image ids (scenes-count-0000 ...) for other scenes: compare pictures
     selection.check_disjoint(rank, held, what=f"organisms.masking: ranking scenes (seed {HELD_OUT_SEED + 1}) vs "
-                             f"held-out scenes (seed {HELD_OUT_SEED})", keys=("image",), pixels=True)
+                             f"held-out {task} scenes (seed {MASKING_EVAL_SEED})", keys=("image",), pixels=True)
     res = extract.head_results(model, processor, rank, batch_size=batch_size, dataset="scenes-count ranking")
     ranking = res.ranking(then=None)  # the card stores the detection map itself
     scores, note = ranking.scores, ranking.note
@@ -983,7 +991,36 @@ def collection_readme(folder: Path = ORGANISMS_DIR) -> str:
         lines.append(f"| {name} | {a['first_token_mean']:.3f} | {a['first_token_max_layer']:.3f} | "
                      f"{a['image_weight']:.3f} | {a['uniform_image_share']:.3f} | {a['image_vs_uniform']:.2f} | "
                      f"{a['entropy']:.3f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + masking_lines(folder)) + "\n"
+
+
+def masking_lines(folder: Path = ORGANISMS_DIR) -> list[str]:
+    """The collection README's masking section: every ``masking.json`` (:func:`masking`) as a table, one row
+    per ``k``: top-k heads masked against the two random controls (mean over draws, with their range)."""
+    records = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*/masking.json"))}
+    if not records:
+        return []
+    lines = ["", "## Masking the top visual heads (held out)", "",
+             f"`python -m helpers.organisms masking FOLDER`: heads ranked by detection score on counting scenes "
+             f"with the box drawn (seed {HELD_OUT_SEED + 1}), masked (uniform attention) on scenes of another seed "
+             f"({MASKING_EVAL_SEED}) of the task set the card's rule chooses (above chance by the largest margin; "
+             "organisms at chance everywhere are not masked). Top k: accuracy and 95% Wilson interval. Random "
+             "controls (as many heads from the same stages, or from the layers of the top heads): mean over draws "
+             "[lowest, highest draw]. No threshold was set; read the rows as measured.", "",
+             "| organism | task set | k | top k masked | 95% CI | random same-stage | random same-layer | draws |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, rec in records.items():
+        rows = pd.DataFrame(rec["rows"])
+        for k, g in rows.groupby("k", sort=True):
+            by = {r.condition: r for r in g.itertuples()}
+            top = by.get("top", by.get("none", next(iter(by.values()))))
+            ctrl = [f"{by[c].accuracy:.3f} [{by[c].draw_min:.3f}, {by[c].draw_max:.3f}]" if c in by else "-"
+                    for c in ("random", "random_layer")]
+            draws = max(int(r.draws) for r in g.itertuples())
+            lines.append(f"| {name} | {rec['task']} | {int(k)} | {top.accuracy:.3f} | {top.ci_lo:.3f}-{top.ci_hi:.3f} "
+                         f"| {ctrl[0]} | {ctrl[1]} | {draws} |")
+        lines += ["", f"{name}: {rec['ranking']}; masked on {rows.samples.iloc[0]} samples of {rec['task']}."]
+    return lines
 
 
 def organisms_seed(cards: dict) -> str:
@@ -1019,6 +1056,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     m.add_argument("folder", type=Path)
     m.add_argument("--samples", type=int, default=96, help="ranking and evaluation samples (each)")
     m.add_argument("--draws", type=int, default=MASKING_DRAWS)
+    m.add_argument("--task", choices=tasks.TASK_SETS, help="task set to mask on (default: the card's rule, "
+                   "organisms.masking_task)")
     c = sub.add_parser("card", help="held-out evaluation and attention statistics -> card.json, README.md")
     c.add_argument("folder", type=Path)
     c.add_argument("--samples", type=int, default=200)
@@ -1036,11 +1075,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         (ORGANISMS_DIR / "README.md").write_text(collection_readme())
         print((ORGANISMS_DIR / "README.md").read_text())
     elif args.command == "masking":
+        choice = masking_task(args.folder) if args.task is None else None
+        task = args.task or choice.task
+        if task is None:
+            parser.error(f"{args.folder}: {choice.reason} (accuracy {choice.accuracy:.3f}, 95% CI "
+                         f"{choice.low:.3f}-{choice.high:.3f}, chance {choice.chance:.3f}); pass --task to mask "
+                         "anyway")
         model, processor = load(args.folder, check=False)
-        table, note = masking(model, processor, rank_samples=args.samples, eval_samples=args.samples,
+        table, note = masking(model, processor, task=task, rank_samples=args.samples, eval_samples=args.samples,
                               draws=args.draws)
-        (args.folder / "masking.json").write_text(json.dumps({"ranking": note, "rows": table.to_dict("records")},
-                                                             indent=1) + "\n")
+        record = {"task": task, "chosen_by": choice.reason if choice else "--task", "eval_seed": MASKING_EVAL_SEED,
+                  "rank_seed": HELD_OUT_SEED + 1, "ranking": note, "rows": table.to_dict("records")}
+        (args.folder / "masking.json").write_text(json.dumps(record, indent=1) + "\n")
         print(table.to_string(index=False))
     elif args.command == "card":
         print(json.dumps(card(args.folder, samples=args.samples)["scene"]))

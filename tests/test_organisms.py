@@ -426,3 +426,53 @@ def test_committed_organism_was_trained_on_what_the_task_code_draws(folder):
     recipe = organisms.Recipe.from_meta(meta["recipe"])
     batch = organisms.stage2_examples(recipe, 0)
     assert organisms.examples_digest(batch) == meta["stage2"]["data_digest"]
+
+
+def test_masking_ranks_on_counting_and_masks_the_cards_task_on_another_seed(monkeypatch, tmp_path):
+    """``masking`` on a committed organism, at a tiny size: the task set is the card rule's (above chance by the
+    largest margin), the masked scenes come from MASKING_EVAL_SEED, every k of the fixed range is run for the top
+    heads and both controls, and the collection README's masking section reports the table's numbers."""
+    torch.set_num_threads(1)
+    folder = organisms.ORGANISMS_DIR / "smollm2-lora"
+    scene = json.loads((folder / "card.json").read_text())["scene"]
+    above = {t: v["ci95"][0] - v["chance"] for t, v in scene.items() if v["ci95"][0] > v["chance"]}
+    choice = organisms.masking_task(folder)
+    assert above and choice.task == max(above, key=above.get)
+    drawn = []
+    real = organisms.task_samples
+    monkeypatch.setattr(organisms, "task_samples", lambda *a: drawn.append(a) or real(*a))
+    model, processor = models.load(folder, check=False)
+    table, note = organisms.masking(model, processor, task=choice.task, rank_samples=4, eval_samples=3, draws=2)
+    assert drawn == [(choice.task, organisms.MASKING_EVAL_SEED, 3)]
+    assert organisms.MASKING_EVAL_SEED not in (organisms.HELD_OUT_SEED, organisms.HELD_OUT_SEED + 1)
+    ks = organisms.masking_ks(30 * 9)
+    assert ks == [0, 1, 2, 4, 8, 16, 27, 32]
+    assert set(table.condition) == set(organisms.MASKING_CONDITIONS)
+    for cond, g in table.groupby("condition"):
+        assert sorted(g.k) == ks
+        assert (g.samples == 3).all()
+        assert (g[g.k > 0].draws == (1 if cond == "top" else 2)).all()
+    top = table[table.condition == "top"]
+    assert (top.shared_with_top == top.k).all()
+    assert table[table.k == 0].accuracy.nunique() == 1  # nothing masked: one run shared by every condition
+    assert "detection score" in note
+    org = tmp_path / "smollm2-lora"
+    org.mkdir()
+    (org / "masking.json").write_text(json.dumps({"task": choice.task, "ranking": note,
+                                                  "rows": table.to_dict("records")}))
+    lines = organisms.masking_lines(tmp_path)
+    for r in top.itertuples():
+        assert any(line.startswith(f"| smollm2-lora | {choice.task} | {r.k} | {r.accuracy:.3f} |") for line in lines)
+
+
+def test_masking_refuses_an_organism_at_chance_on_every_task_set(tmp_path, capsys):
+    """The command names the folder and why (the card's numbers) instead of masking where nothing can drop."""
+    org = tmp_path / "at-chance"
+    org.mkdir()
+    scene = {t: {"accuracy": tasks.chance(t), "ci95": [tasks.chance(t) - 0.05, tasks.chance(t) + 0.05],
+                 "chance": tasks.chance(t), "n": 200} for t in tasks.TASK_SETS}
+    (org / "card.json").write_text(json.dumps({"scene": scene}))
+    with pytest.raises(SystemExit):
+        organisms.main(["masking", str(org)])
+    err = capsys.readouterr().err
+    assert str(org) in err and "at chance on every task set" in err and "--task" in err
