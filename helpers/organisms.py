@@ -1054,7 +1054,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     e.add_argument("--image", choices=("scene", "blank"), default="scene")
     m = sub.add_parser("masking", help="top visual heads vs random same-stage/same-layer heads -> masking.json")
     m.add_argument("folder", type=Path)
-    m.add_argument("--samples", type=int, default=96, help="ranking and evaluation samples (each)")
+    m.add_argument("--samples", type=int, default=96, help="ranking samples (and masked samples, unless --eval-samples)")
+    m.add_argument("--eval-samples", type=int, help="held-out samples to mask on (default: --samples)")
     m.add_argument("--draws", type=int, default=MASKING_DRAWS)
     m.add_argument("--task", choices=tasks.TASK_SETS, help="task set to mask on (default: the card's rule, "
                    "organisms.masking_task)")
@@ -1082,8 +1083,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                          f"{choice.low:.3f}-{choice.high:.3f}, chance {choice.chance:.3f}); pass --task to mask "
                          "anyway")
         model, processor = load(args.folder, check=False)
-        table, note = masking(model, processor, task=task, rank_samples=args.samples, eval_samples=args.samples,
-                              draws=args.draws)
+        table, note = masking(model, processor, task=task, rank_samples=args.samples,
+                              eval_samples=args.eval_samples or args.samples, draws=args.draws)
         record = {"task": task, "chosen_by": choice.reason if choice else "--task", "eval_seed": MASKING_EVAL_SEED,
                   "rank_seed": HELD_OUT_SEED + 1, "ranking": note, "rows": table.to_dict("records")}
         (args.folder / "masking.json").write_text(json.dumps(record, indent=1) + "\n")
