@@ -476,3 +476,9 @@ def test_masking_refuses_an_organism_at_chance_on_every_task_set(tmp_path, capsy
         organisms.main(["masking", str(org)])
     err = capsys.readouterr().err
     assert str(org) in err and "at chance on every task set" in err and "--task" in err
+
+
+def test_collection_readme_is_written_from_the_committed_cards():
+    """data/organisms/README.md is what ``python -m helpers.organisms summary`` writes from today's cards and
+    masking records: rerun it after a card changes."""
+    assert (organisms.ORGANISMS_DIR / "README.md").read_text() == organisms.collection_readme()
