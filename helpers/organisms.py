@@ -862,7 +862,8 @@ def card(folder: Path, *, samples: int = 200, stats_samples: int = 48, rank_samp
 
 
 def card_text(meta: dict, result: dict) -> str:
-    """The model card (markdown) from ``organism.json`` and :func:`card`'s result."""
+    """The model card (markdown) from ``organism.json`` and :func:`card`'s result. An optional ``timing_note``
+    in ``organism.json`` is printed next to the training time (e.g. when other jobs shared the CPU)."""
     r = meta["recipe"]
     rec = Recipe.from_meta(r)
     lines = [f"# {meta['name']}: a LLaVA organism on {meta['base_lm_title']}", "",
@@ -889,7 +890,8 @@ def card_text(meta: dict, result: dict) -> str:
              f"- end-of-turn token labelled: {'always' if rec.end_label == 'always' else 'only where the LM trains'}"
              f" (stage 1: {'yes' if rec.label_end(1) else 'no'}, stage 2: {'yes' if rec.label_end(2) else 'no'})",
              f"- seeds: projector {r['seed']}, data {r['data_seed']}; bf16 autocast on CPU, "
-             f"{meta.get('threads', '?')} thread(s); total {meta.get('train_seconds', '?')} s", "",
+             f"{meta.get('threads', '?')} thread(s); total {meta.get('train_seconds', '?')} s"
+             + (f" ({meta['timing_note']})" if meta.get("timing_note") else ""), "",
              *_dev_lines(meta.get("stage2", {}).get("dev", [])),
              f"## Held-out accuracy (seed {result['held_out_seed']}, {result['samples']} samples per task set)", "",
              "| task set | accuracy | 95% CI | blank image | chance | answer prior |", "|---|---|---|---|---|---|"]
