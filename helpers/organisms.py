@@ -1027,7 +1027,9 @@ def masking_lines(folder: Path = ORGANISMS_DIR) -> list[str]:
             draws = max(int(r.draws) for r in g.itertuples())
             lines.append(f"| {name} | {rec['task']} | {int(k)} | {top.accuracy:.3f} | {top.ci_lo:.3f}-{top.ci_hi:.3f} "
                          f"| {ctrl[0]} | {ctrl[1]} | {draws} |")
-        lines += ["", f"{name}: {rec['ranking']}; masked on {rows.samples.iloc[0]} samples of {rec['task']}."]
+        lines += ["", f"{name}: {rec['ranking']}; masked on {rows.samples.iloc[0]} samples of {rec['task']} "
+                      f"(chance {tasks.chance(rec['task']):.3f}: an accuracy far below it points to answers that are "
+                      "neither option (scored wrong), not only to a lost image)."]
     return lines
 
 
