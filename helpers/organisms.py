@@ -1086,6 +1086,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         (ORGANISMS_DIR / "README.md").write_text(collection_readme())
         print((ORGANISMS_DIR / "README.md").read_text())
     elif args.command == "masking":
+        for flag, value in (("--samples", args.samples), ("--eval-samples", args.eval_samples), ("--draws", args.draws)):
+            if value is not None and value < 1:
+                parser.error(f"{flag} must be at least 1, got {value}")
         choice = masking_task(args.folder) if args.task is None else None
         task = args.task or choice.task
         if task is None:

@@ -476,6 +476,9 @@ def test_masking_refuses_an_organism_at_chance_on_every_task_set(tmp_path, capsy
         organisms.main(["masking", str(org)])
     err = capsys.readouterr().err
     assert str(org) in err and "at chance on every task set" in err and "--task" in err
+    with pytest.raises(SystemExit):
+        organisms.main(["masking", str(org), "--eval-samples", "0"])
+    assert "--eval-samples must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_collection_readme_is_written_from_the_committed_cards():
