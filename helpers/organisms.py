@@ -1021,7 +1021,7 @@ def masking_lines(folder: Path = ORGANISMS_DIR) -> list[str]:
         rows = pd.DataFrame(rec["rows"])
         for k, g in rows.groupby("k", sort=True):
             by = {r.condition: r for r in g.itertuples()}
-            top = by.get("top", by.get("none", next(iter(by.values()))))
+            top = by["top"]
             ctrl = [f"{by[c].accuracy:.3f} [{by[c].draw_min:.3f}, {by[c].draw_max:.3f}]" if c in by else "-"
                     for c in ("random", "random_layer")]
             draws = max(int(r.draws) for r in g.itertuples())
