@@ -522,6 +522,40 @@ def is_correct(sample: Sample, output: str, strict: bool = False) -> bool:
     return got is not None and got.lower() == gold
 
 
+_LEADING = {  # the answer an output opens with; any non-Latin continuation is allowed ("Yes答案No" opens with yes)
+    "yes_no": re.compile(r"^[^A-Za-z0-9]*(yes|no)(?![A-Za-z0-9])", re.IGNORECASE),
+    "letter": re.compile(r"^[^A-Za-z0-9]*([A-H])(?![A-Za-z0-9])"),  # capitals only: a lone "a" is the article
+    "count": re.compile(r"^[^A-Za-z0-9]*(\d+|" + "|".join(NUMBER_WORDS) + r")(?![A-Za-z0-9])", re.IGNORECASE),
+}
+
+
+def leading_answer(text: str, answer_type: str) -> str | None:
+    """The answer ``text`` opens with, in the gold answer's form, whatever follows it; else None.
+
+    Unlike :func:`normalise`, which reads a whole output, this looks only at its first word of Latin letters
+    or digits (other characters before and after it are skipped): ``"Yes答案No"`` → ``"yes"``, ``"B) red"`` → ``"B"``, ``"3 cats"`` → ``"3"``,
+    ``"Nothing"`` → None. It separates a model that still picks the right option but no longer stops
+    (masked heads that break the answer format) from one that picks the wrong option.
+    """
+    if answer_type not in _LEADING:
+        raise ValueError(f"unknown answer_type {answer_type!r}: one of {sorted(_LEADING)}")
+    match = _LEADING[answer_type].match(text)
+    if not match:
+        return None
+    token = match.group(1) if answer_type == "letter" else match.group(1).lower()
+    if answer_type == "count":
+        return token if token.isdigit() else str(NUMBER_WORDS[token])
+    return token
+
+
+def answer_form(sample: Sample, output: str) -> dict[str, bool]:
+    """How ``output`` answers ``sample`` beyond :func:`is_correct`: ``read`` (the scorer reads an answer from
+    it, :func:`normalise` is not None) and ``first_word_correct`` (:func:`leading_answer` equals the gold)."""
+    lead = leading_answer(output, sample.answer_type)
+    return {"read": normalise(output, sample.answer_type, sample.options) is not None,
+            "first_word_correct": lead is not None and lead.lower() == sample.answer.strip().lower()}
+
+
 def accuracy(samples: Sequence[Sample], outputs: Sequence[str], strict: bool = False) -> float:
     """Share of ``outputs`` (one per sample, same order) that :func:`is_correct` accepts."""
     if len(samples) != len(outputs):

@@ -338,7 +338,9 @@ def answers(model: Any, processor: Any, samples: Sequence[data.Sample], *, heads
     scored: the one answers loop of the package.
 
     Returns one row per sample: ``sample_id``, ``question_kind``, ``prompt_kind``, ``prediction``, ``correct``
-    (:func:`helpers.data.is_correct`). ``mode``: see :func:`helpers.capture.mask_heads`; ``mode="mean"``: mean
+    (:func:`helpers.data.is_correct`), ``read`` and ``first_word_correct`` (:func:`helpers.data.answer_form`:
+    whether the scorer reads an answer at all, and whether the first word is the gold answer, so that a broken
+    answer format can be told from a wrong choice). ``mode``: see :func:`helpers.capture.mask_heads`; ``mode="mean"``: mean
     ablation with ``means`` (:func:`reference_means`; when None, the means over ``samples`` themselves).
     """
     samples = list(samples)
@@ -350,8 +352,11 @@ def answers(model: Any, processor: Any, samples: Sequence[data.Sample], *, heads
             batch = samples[start:start + batch_size]
             inputs, _ = batch_inputs(model, processor, batch)
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            parts.append(results_table(batch, decode(processor, out, inputs["input_ids"].shape[1]), identity=False))
-    columns = ["sample_id", "question_kind", "prompt_kind", "prediction", "correct"]
+            said = decode(processor, out, inputs["input_ids"].shape[1])
+            form = pd.DataFrame([data.answer_form(s, a) for s, a in zip(batch, said, strict=True)],
+                                columns=["read", "first_word_correct"])
+            parts.append(pd.concat([results_table(batch, said, identity=False), form], axis=1))
+    columns = ["sample_id", "question_kind", "prompt_kind", "prediction", "correct", "read", "first_word_correct"]
     if not parts:
         return pd.DataFrame(columns=columns)
     return pd.concat(parts, ignore_index=True)[columns]

@@ -801,7 +801,11 @@ def masking(model: Any, processor: Any, *, task: str = "scenes-count", rank_samp
     error only), ``draw_min``/``draw_max`` the spread of the random controls over their draws (all draws
     use the same samples, so top and random can be compared sample by sample), ``shared_with_top`` the
     mean number of the masked heads that are also top heads (a same-layer control must reuse top heads
-    when a layer holds more top heads than other heads: Gemma-3 has 4 heads per layer).
+    when a layer holds more top heads than other heads: Gemma-3 has 4 heads per layer). ``read`` and
+    ``first_word`` (means over samples and draws, :func:`helpers.data.answer_form`): the share of answers the
+    scorer reads an option from, and the accuracy of the first word alone, which tell heads whose masking
+    breaks the answer format (the answer runs on past the end of turn) from heads whose masking changes the
+    choice.
     """
     rank = tasks.count_samples(HELD_OUT_SEED + 1, rank_samples, prompt_kinds=("visual",))
     held = task_samples(task, MASKING_EVAL_SEED, eval_samples)
@@ -815,6 +819,7 @@ def masking(model: Any, processor: Any, *, task: str = "scenes-count", rank_samp
                                         conditions=MASKING_CONDITIONS, random_draws=draws, batch_size=batch_size)
     per_draw = per_sample.groupby(["condition", "k", "draw"]).agg(
         mean=("correct", "mean"), sum=("correct", "sum"), count=("correct", "count"), heads=("heads", "first"),
+        read=("read", "mean"), first_word=("first_word_correct", "mean"),
     ).reset_index()
     top = {int(k): set(h.split()) for k, h in per_draw[per_draw.condition == "top"][["k", "heads"]].values}
     rows = []
@@ -824,7 +829,8 @@ def masking(model: Any, processor: Any, *, task: str = "scenes-count", rank_samp
         rows.append({"condition": cond, "k": int(k), "accuracy": round(float(g["mean"].mean()), 4),
                      "ci_lo": ci[0], "ci_hi": ci[1], "draw_min": round(float(g["mean"].min()), 4),
                      "draw_max": round(float(g["mean"].max()), 4), "draws": len(g),
-                     "samples": int(g["count"].iloc[0]), "shared_with_top": round(float(np.mean(shared)), 2)})
+                     "samples": int(g["count"].iloc[0]), "shared_with_top": round(float(np.mean(shared)), 2),
+                     "read": round(float(g["read"].mean()), 4), "first_word": round(float(g["first_word"].mean()), 4)})
     return pd.DataFrame(rows), note
 
 
@@ -1014,19 +1020,25 @@ def masking_lines(folder: Path = ORGANISMS_DIR) -> list[str]:
              f"({MASKING_EVAL_SEED}) of the task set the card's rule chooses (above chance by the largest margin; "
              "organisms at chance everywhere are not masked). Top k: accuracy and 95% Wilson interval. Random "
              "controls (as many heads from the same stages, or from the layers of the top heads): mean over draws "
-             "[lowest, highest draw]. No threshold was set; read the rows as measured.", "",
-             "| organism | task set | k | top k masked | 95% CI | random same-stage | random same-layer | draws |",
-             "|---|---|---|---|---|---|---|---|"]
+             "[lowest, highest draw]. Answers read: the share of the top-k run's answers the scorer reads an option "
+             "from; first word: the accuracy of the answer's first word alone (`helpers.data.answer_form`), for "
+             "the top k and for each control (mean over draws). An accuracy that falls while the first word stays "
+             "right means the masked heads broke the answer format (the answer no longer stops), not the choice. "
+             "No threshold was set; read the rows as measured.", "",
+             "| organism | task set | k | top k masked | 95% CI | answers read | first word: top k | random same-stage "
+             "| random same-layer | first word: same-stage / same-layer | draws |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, rec in records.items():
         rows = pd.DataFrame(rec["rows"])
         for k, g in rows.groupby("k", sort=True):
             by = {r.condition: r for r in g.itertuples()}
             top = by["top"]
-            ctrl = [f"{by[c].accuracy:.3f} [{by[c].draw_min:.3f}, {by[c].draw_max:.3f}]" if c in by else "-"
-                    for c in ("random", "random_layer")]
+            controls = [by["random"], by["random_layer"]]  # every k has all of MASKING_CONDITIONS
+            ctrl = [f"{c.accuracy:.3f} [{c.draw_min:.3f}, {c.draw_max:.3f}]" for c in controls]
+            first = " / ".join(f"{c.first_word:.3f}" for c in controls)
             draws = max(int(r.draws) for r in g.itertuples())
             lines.append(f"| {name} | {rec['task']} | {int(k)} | {top.accuracy:.3f} | {top.ci_lo:.3f}-{top.ci_hi:.3f} "
-                         f"| {ctrl[0]} | {ctrl[1]} | {draws} |")
+                         f"| {top.read:.3f} | {top.first_word:.3f} | {ctrl[0]} | {ctrl[1]} | {first} | {draws} |")
         lines += ["", f"{name}: {rec['ranking']}; masked on {rows.samples.iloc[0]} samples of {rec['task']} "
                       f"(chance {tasks.chance(rec['task']):.3f}: an accuracy far below it points to answers that are "
                       "neither option (scored wrong), not only to a lost image)."]

@@ -204,6 +204,11 @@ def test_masking_curve_on_a_tiny_model(tiny):
     masked = extract.answers(model, processor, samples, heads=everything, mode="zero", max_new_tokens=3)
     assert unmasked["sample_id"].tolist() == masked["sample_id"].tolist()
     assert unmasked["prediction"].tolist() != masked["prediction"].tolist()
+    for table in (unmasked, masked):  # the answer form, recomputed from each prediction
+        forms = [data.answer_form(s, p) for s, p in zip(samples, table["prediction"], strict=True)]
+        assert table["read"].tolist() == [f["read"] for f in forms]
+        assert table["first_word_correct"].tolist() == [f["first_word_correct"] for f in forms]
+        assert not (table["correct"] & ~table["read"]).any()  # a correct answer is always read
 
 
 def test_run_models_ranks_then_masks_held_out_samples(tiny, monkeypatch):

@@ -290,6 +290,31 @@ def test_normalise_count(text, expected):
     assert data.normalise_count(text) == expected
 
 
+@pytest.mark.parametrize("text,answer_type,expected", [
+    ("Yes答案No", "yes_no", "yes"), ("No no matter", "yes_no", "no"), ("  Yes.", "yes_no", "yes"),
+    ("There is no dog.", "yes_no", None), ("Nothing", "yes_no", None), ("yesterday", "yes_no", None),
+    ("B) red", "letter", "B"), ("(C)答案", "letter", "C"), ("a cat", "letter", None), ("Blue", "letter", None),
+    ("3 cats", "count", "3"), ("Three.", "count", "3"), ("12答", "count", "12"), ("3d", "count", None),
+    ("many", "count", None), ("", "count", None),
+])
+def test_leading_answer_reads_the_first_word_only(text, answer_type, expected):
+    assert data.leading_answer(text, answer_type) == expected
+
+
+def test_answer_form_tells_a_run_on_answer_from_a_wrong_one():
+    """A masked model that still says the right option but no longer stops ("Yes答案No") is scored wrong by
+    :func:`data.is_correct`; ``answer_form`` says the scorer read nothing and the first word was right."""
+    yes = _sample("yes", "yes_no")
+    assert not data.is_correct(yes, "Yes答案No")
+    assert data.answer_form(yes, "Yes答案No") == {"read": False, "first_word_correct": True}
+    assert data.answer_form(yes, "No") == {"read": True, "first_word_correct": False}
+    assert data.answer_form(yes, "There is, yes") == {"read": True, "first_word_correct": False}
+    assert data.answer_form(_sample("B", "letter", ["red", "blue"]), "B答案C") == {"read": False,
+                                                                                 "first_word_correct": True}
+    with pytest.raises(ValueError, match="unknown answer_type 'free'"):
+        data.leading_answer("x", "free")
+
+
 def _sample(answer: str, answer_type: str, options=()) -> data.Sample:
     return data.Sample(id="s", image=None, question="q", answer=answer, prompt="p", benchmark="b",
                        answer_type=answer_type, options=tuple(options))

@@ -456,13 +456,15 @@ def test_masking_ranks_on_counting_and_masks_the_cards_task_on_another_seed(monk
     assert (top.shared_with_top == top.k).all()
     assert table[table.k == 0].accuracy.nunique() == 1  # nothing masked: one run shared by every condition
     assert "detection score" in note
+    assert (table.read >= table.accuracy).all() and table[["read", "first_word"]].stack().between(0, 1).all()
     org = tmp_path / "smollm2-lora"
     org.mkdir()
     (org / "masking.json").write_text(json.dumps({"task": choice.task, "ranking": note,
                                                   "rows": table.to_dict("records")}))
     lines = organisms.masking_lines(tmp_path)
     for r in top.itertuples():
-        assert any(line.startswith(f"| smollm2-lora | {choice.task} | {r.k} | {r.accuracy:.3f} |") for line in lines)
+        assert any(line.startswith(f"| smollm2-lora | {choice.task} | {r.k} | {r.accuracy:.3f} |")
+                   and f"| {r.read:.3f} | {r.first_word:.3f} |" in line for line in lines)
 
 
 def test_masking_refuses_an_organism_at_chance_on_every_task_set(tmp_path, capsys):
