@@ -228,13 +228,30 @@ def masking_curve(model: Any, processor: Any, samples: Sequence[data.Sample], sc
 def curve_table(per_sample: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per (model, condition, k) from :func:`masking_curve` rows (the mean over samples and, for the
     random control, over its draws), with sample, draw and head counts (``n_masked`` etc. of the first draw;
-    and ``total_heads`` when the rows carry it, as :func:`run_models` rows do)."""
+    and ``total_heads`` when the rows carry it, as :func:`run_models` rows do). ``read`` and ``first_word``
+    (when the rows carry :func:`helpers.extract.answers`' answer form; rows saved before it do not): the share
+    of answers the scorer reads an option from, and the accuracy of the first word alone."""
     group = per_sample.groupby(["model", "condition", "k"], sort=False)
     extra = {"total_heads": ("total_heads", "first")} if "total_heads" in per_sample else {}
+    if {"read", "first_word_correct"} <= set(per_sample):
+        extra.update(read=("read", "mean"), first_word=("first_word_correct", "mean"))
     table = group.agg(n_masked=("n_masked", "first"), early=("early", "first"), middle=("middle", "first"),
                       late=("late", "first"), accuracy=("correct", "mean"), samples=("sample_id", "nunique"),
                       **({"draws": ("draw", "nunique")} if "draw" in per_sample else {}), **extra)
     return table.reset_index()
+
+
+def form_table(per_sample: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy next to the answer form, per (model, condition, measure) row and ``k`` column: ``accuracy``
+    (:func:`helpers.data.is_correct`), ``read`` (the scorer reads an option) and ``first_word`` (the first word
+    alone is right), from :func:`curve_table`. Accuracy falling while ``first_word`` holds means the masked heads
+    broke the answer format (the answer runs on), not the choice. Empty when the rows lack the answer form."""
+    table = curve_table(per_sample)
+    if "first_word" not in table:
+        return pd.DataFrame()
+    long = table.melt(id_vars=["model", "condition", "k"], value_vars=["accuracy", "read", "first_word"],
+                      var_name="measure")
+    return long.pivot_table(index=["model", "condition", "measure"], columns="k", values="value", sort=False)
 
 
 def stage_table(per_sample: pd.DataFrame) -> pd.DataFrame:

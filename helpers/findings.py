@@ -273,7 +273,9 @@ def masking_curve_findings(per_sample: pd.DataFrame, model: str, *, k: int) -> l
     the accuracy with the top ``k`` heads masked against the control's accuracy pooled over its draws; agrees
     when the Newcombe 95% interval of (control - top) lies above zero, disagrees when it lies below zero, else
     undecided. Pooling draws counts each sample once per draw, so the interval is somewhat too narrow when
-    draws repeat heads.
+    draws repeat heads. ``measured`` also gives the first-word accuracy of both (when the rows carry
+    ``first_word_correct``), which does not enter the verdict: a top set whose accuracy falls while its first
+    word stays right broke the answer format, not the choice.
     """
     rows = per_sample[(per_sample.model == model) & (per_sample.k == k)]
     top = rows[rows.condition == "top"]["correct"].astype(bool)
@@ -285,10 +287,14 @@ def masking_curve_findings(per_sample: pd.DataFrame, model: str, *, k: int) -> l
             continue
         diff, low, high = difference_interval(int(ctrl.sum()), len(ctrl), int(top.sum()), len(top))
         verdict = True if low > 0 else False if high < 0 else None
+        measured = (f"top masked {rate(int(top.sum()), len(top))}, control {rate(int(ctrl.sum()), len(ctrl))}; "
+                    f"control - top {_interval(diff, low, high)}")
+        if "first_word_correct" in rows:
+            first = {c: rows[rows.condition == c]["first_word_correct"].astype(bool) for c in ("top", control)}
+            measured += (f"; first word right: top {rate(int(first['top'].sum()), len(first['top']))}, "
+                         f"control {rate(int(first[control].sum()), len(first[control]))}")
         out.append(Finding(f"{model}: masking its top {k} visual heads hurts more than {k} {label}",
-                           "[ours] reconstruction of Figures 6-8 (masking curves)",
-                           f"top masked {rate(int(top.sum()), len(top))}, control {rate(int(ctrl.sum()), len(ctrl))}; "
-                           f"control - top {_interval(diff, low, high)}", verdict))
+                           "[ours] reconstruction of Figures 6-8 (masking curves)", measured, verdict))
     return out
 
 

@@ -35,6 +35,24 @@ def test_masking_curve_findings_compare_top_with_each_control():
     assert findings.masking_curve_findings(_per_sample(top=40, control=42), "m", k=8) == []  # no rows at that k
 
 
+def test_a_run_on_answer_is_told_from_a_wrong_choice():
+    """Top heads whose masking breaks the answer format: accuracy falls, the first word stays right. The verdict
+    rule counts accuracy alone (fixed in advance); ``measured`` and ``ablation.form_table`` show the first word."""
+    rows = _per_sample(top=5, control=50)
+    rows["read"] = rows["correct"] | (rows.condition != "top")
+    rows["first_word_correct"] = rows.index % 60 < 50  # every condition: the first word right 50 times of 60
+    for column in ("n_masked", "early", "middle", "late"):
+        rows[column] = 4 if column == "n_masked" else 0
+    rows["sample_id"] = [f"s{i % 60}" for i in range(len(rows))]
+    found = findings.masking_curve_findings(rows, "m", k=4)
+    assert found[0].agrees is True and "first word right: top 0.833 [0.720, 0.907] (n=60)" in found[0].measured
+    assert "first word" not in findings.masking_curve_findings(_per_sample(top=5, control=50), "m", k=4)[0].measured
+    form = ablation.form_table(rows)
+    assert form.loc[("m", "top", "accuracy"), 4] == 5 / 60 and form.loc[("m", "top", "read"), 4] == 5 / 60
+    assert form.loc[("m", "top", "first_word"), 4] == form.loc[("m", "random", "first_word"), 4] == 50 / 60
+    assert ablation.form_table(rows.drop(columns=["read", "first_word_correct"])).empty
+
+
 def test_masking_task_rule_picks_the_largest_margin_above_chance():
     card = {"scenes-count": {"accuracy": 0.3, "ci95": [0.24, 0.37], "chance": 1 / 6},
             "scenes-pope": {"accuracy": 0.77, "ci95": [0.71, 0.82], "chance": 0.5},
