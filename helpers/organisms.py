@@ -58,6 +58,11 @@ predecessor's.
 Loss: next-token cross-entropy on the answer and the end-of-turn token only, logits computed only where
 the loss needs them (Gemma's 262k vocabulary). Mixed precision: bf16 autocast on CPU (about 3x faster
 than fp32 on AVX512-bf16 CPUs); weights and optimiser state stay fp32. Evaluation runs the fp32 model.
+
+Device: ``build --device`` (default: CUDA when visible, else CPU). The committed organisms were trained on
+the 2-core CPU; a CUDA run of the same recipe is faster but not bit-identical to it, so its stage-1 cache and
+stage-2 checkpoints sit in folders of their own (suffix ``-cuda``) and never mix with a CPU run's, and
+``organism.json`` records the device.
 """
 
 from __future__ import annotations
@@ -457,11 +462,35 @@ class Checkpoints:
                 old.unlink()
 
 
+def on_model(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An :func:`encode` batch on the model's device, ``pixel_values`` in its dtype (:func:`helpers.extract.to_model`)."""
+    return extract.to_model(model, batch)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` as a torch device; None: CUDA when visible, else CPU. Asking for CUDA without it is an error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is visible to torch "
+                         f"(torch {torch.__version__}); pass --device cpu or leave --device out")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: organisms train on 'cpu' or 'cuda'")
+    return dev
+
+
+def _device_suffix(model: Any) -> str:
+    """``""`` for a CPU run, ``"-cuda"`` otherwise: caches of runs on different devices never mix."""
+    device = next(model.parameters()).device
+    return "" if device.type == "cpu" else f"-{device.type}"
+
+
 def _train(model: Any, processor: Any, params: list[dict], steps: int, make: Callable[[int], list[Example]],
            template: str, *, warmup: int, log_every: int = 25, checkpoints: Checkpoints | None = None,
            dev: Callable[[int], dict] | None = None, dev_every: int = 0, per_example: bool = False,
            label_end: bool = True) -> dict:
-    """AdamW over ``params`` groups for ``steps`` batches from ``make(step)``; bf16 autocast.
+    """AdamW over ``params`` groups for ``steps`` batches from ``make(step)``; bf16 autocast on the model's device.
 
     With ``checkpoints`` the run resumes from its last save and saves every ``checkpoints.every`` steps;
     ``dev(step)`` (every ``dev_every`` steps and at the end) adds a development measurement to the
@@ -478,8 +507,8 @@ def _train(model: Any, processor: Any, params: list[dict], steps: int, make: Cal
     for step in range(state["step"], steps):
         for g, lr in zip(opt.param_groups, base, strict=True):
             g["lr"] = lr * cosine_lr(step, steps, warmup)
-        batch = encode(processor, template, make(step), label_end=label_end)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        batch = on_model(model, encode(processor, template, make(step), label_end=label_end))
+        with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16):
             loss = answer_loss(model, batch, per_example=per_example)
         opt.zero_grad()
         loss.backward()
@@ -517,7 +546,7 @@ def fresh_model(recipe: Recipe) -> tuple[Any, Any]:
 
 def stage1(recipe: Recipe, model: Any, processor: Any) -> dict:
     """Align the projector on captions (LM and vision tower frozen); cached per :meth:`Recipe.stage1_key`."""
-    cache = STAGE1_CACHE / f"stage1-{recipe.base_lm}-{recipe.stage1_key()}"
+    cache = STAGE1_CACHE / f"stage1-{recipe.base_lm}-{recipe.stage1_key()}{_device_suffix(model)}"
     proj = model.model.multi_modal_projector
     if (cache / "projector.safetensors").is_file():
         proj.load_state_dict(load_file(str(cache / "projector.safetensors")))
@@ -556,9 +585,10 @@ def dev_check(model: Any, processor: Any, *, samples: int = 32) -> Callable[[int
     return measure
 
 
-def stage2_folder(recipe: Recipe) -> Path:
-    """Checkpoints of stage 2 for ``recipe`` (keyed by :meth:`Recipe.stage2_key`)."""
-    return STAGE1_CACHE / f"stage2-{recipe.name}-{recipe.stage2_key()}"
+def stage2_folder(recipe: Recipe, suffix: str = "") -> Path:
+    """Checkpoints of stage 2 for ``recipe`` (keyed by :meth:`Recipe.stage2_key`; ``suffix``: the device's, a
+    CUDA run's checkpoints are not a CPU run's)."""
+    return STAGE1_CACHE / f"stage2-{recipe.name}-{recipe.stage2_key()}{suffix}"
 
 
 def stage2(recipe: Recipe, model: Any, processor: Any, *, dev_every: int = 100, dev_samples: int = 32) -> dict:
@@ -573,7 +603,7 @@ def stage2(recipe: Recipe, model: Any, processor: Any, *, dev_every: int = 100, 
         raise ValueError(f"recipe {recipe.name}: variant must be 'frozen' or 'lora', not {recipe.variant!r}")
     run = _train(model, processor, groups, recipe.stage2_steps, lambda s: stage2_examples(recipe, s),
                  baselm.spec(recipe.base_lm).template, warmup=max(1, int(recipe.warmup_share * recipe.stage2_steps)),
-                 checkpoints=Checkpoints(stage2_folder(recipe), CHECKPOINT_EVERY),
+                 checkpoints=Checkpoints(stage2_folder(recipe, _device_suffix(model)), CHECKPOINT_EVERY),
                  dev=dev_check(model, processor, samples=dev_samples) if dev_every else None,
                  dev_every=dev_every, per_example=recipe.stage2_per_example, label_end=recipe.label_end(2))
     model.requires_grad_(False)
@@ -591,15 +621,18 @@ def examples_digest(examples: Sequence[Example]) -> str:
 
 
 def build(name: str, out: Path | None = None, *, recipe: Recipe | None = None, dev_every: int = 100,
-          dev_samples: int = 32) -> Path:
+          dev_samples: int = 32, device: str | None = None) -> Path:
     """Train organism ``name`` (a key of :data:`RECIPES`, or ``recipe``) and save its parts to ``out``.
 
-    Stage 2 resumes from its checkpoints (:func:`stage2_folder`) when run again with the same recipe.
+    Stage 2 resumes from its checkpoints (:func:`stage2_folder`) when run again with the same recipe on the
+    same kind of device. ``device``: :func:`resolve_device` (None: CUDA when visible, else CPU).
     """
     recipe = recipe or RECIPES[name]
+    dev = resolve_device(device)
     out = Path(out) if out is not None else ORGANISMS_DIR / recipe.name
     torch.manual_seed(recipe.seed)
     model, processor = fresh_model(recipe)
+    model.to(dev)
     s1 = stage1(recipe, model, processor)
     s2 = stage2(recipe, model, processor, dev_every=dev_every, dev_samples=dev_samples)
     save(model, processor, recipe, out, {"stage1": s1, "stage2": s2,
@@ -614,7 +647,7 @@ def save(model: Any, processor: Any, recipe: Recipe, out: Path, training: dict) 
     meta = {"name": recipe.name, "base_lm": lm.key, "base_lm_sha256": lm.sha256, "base_lm_title": lm.title,
             "license": lm.license, "template": lm.template, "variant": recipe.variant,
             "vision_tower": _relative(VISION_DIR, out), "recipe": asdict(recipe), **training,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "device": next(model.parameters()).device.type}
     out.mkdir(parents=True, exist_ok=True)
     if recipe.variant == "lora":
         model.model.language_model.save_pretrained(str(out / "adapter"), save_embedding_layers=False)
@@ -694,8 +727,9 @@ def alignment_check(model: Any, processor: Any, template: str, *, n: int = 16, s
     and with a blank image: a large gap means the image tokens carry what the captions name."""
     examples = caption_examples(seed, 0, n)
     blank_ones = [Example(Image.new("RGB", e.image.size, scenes.BACKGROUND), e.prompt, e.answer) for e in examples]
-    return {"caption_loss_scene": round(answer_loss(model, encode(processor, template, examples)).item(), 4),
-            "caption_loss_blank": round(answer_loss(model, encode(processor, template, blank_ones)).item(), 4)}
+    losses = {f"caption_loss_{name}": answer_loss(model, on_model(model, encode(processor, template, chosen)))
+              for name, chosen in (("scene", examples), ("blank", blank_ones))}
+    return {name: round(loss.item(), 4) for name, loss in losses.items()}
 
 
 def attention_statistics(model: Any, processor: Any, samples: Sequence[data.Sample], *, batch_size: int = 8
@@ -895,8 +929,9 @@ def card_text(meta: dict, result: dict) -> str:
              + f", {meta['stage2'].get('seconds', '?')} s",
              f"- end-of-turn token labelled: {'always' if rec.end_label == 'always' else 'only where the LM trains'}"
              f" (stage 1: {'yes' if rec.label_end(1) else 'no'}, stage 2: {'yes' if rec.label_end(2) else 'no'})",
-             f"- seeds: projector {r['seed']}, data {r['data_seed']}; bf16 autocast on CPU, "
-             f"{meta.get('threads', '?')} thread(s); total {meta.get('train_seconds', '?')} s"
+             f"- seeds: projector {r['seed']}, data {r['data_seed']}; bf16 autocast on "
+             + (f"CPU, {meta.get('threads', '?')} thread(s)" if meta.get("device", "cpu") == "cpu"
+                else meta["device"].upper()) + f"; total {meta.get('train_seconds', '?')} s"
              + (f" ({meta['timing_note']})" if meta.get("timing_note") else ""), "",
              *_dev_lines(meta.get("stage2", {}).get("dev", [])),
              f"## Held-out accuracy (seed {result['held_out_seed']}, {result['samples']} samples per task set)", "",
@@ -1069,6 +1104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--stage2-steps", type=int)
     b.add_argument("--dev-every", type=int, default=100, help="dev-seed accuracy every N stage-2 steps (0: never)")
     b.add_argument("--dev-samples", type=int, default=32)
+    b.add_argument("--device", help="cpu or cuda (default: CUDA when visible, else CPU; the committed organisms "
+                   "were trained on CPU)")
     e = sub.add_parser("evaluate", help="accuracy per task set on fresh scenes; prints one JSON object")
     e.add_argument("folder", type=Path)
     e.add_argument("--seed", type=int, required=True)
@@ -1131,7 +1168,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                    if v is not None}
         if changes:
             recipe = replace(recipe, **changes)
-        print(build(args.name, args.out, recipe=recipe, dev_every=args.dev_every, dev_samples=args.dev_samples))
+        try:
+            device = resolve_device(args.device)
+        except ValueError as err:
+            parser.error(str(err))
+        print(build(args.name, args.out, recipe=recipe, dev_every=args.dev_every, dev_samples=args.dev_samples,
+                    device=str(device)))
 
 
 

@@ -132,6 +132,8 @@ def test_both_stages_train_and_the_saved_parts_rebuild_the_model(tmp_path, monke
     out = tmp_path / "org"
     organisms.save(model, processor, recipe, out, {"stage1": {}, "stage2": {}})
     assert (out / "adapter" / "adapter_config.json").is_file()
+    assert json.loads((out / "organism.json").read_text())["device"] == "cpu"
+    assert [p.name for p in (tmp_path / "stage1").glob("stage2-*")] == [organisms.stage2_folder(recipe).name]
     loaded, loaded_processor = models.load(out, check=False)
     sample = organisms.task_samples("scenes-pope", 5, 1)
     batch = organisms.encode(processor, "chatml", [organisms.Example(sample[0].model_image(), sample[0].prompt, "Yes")])
@@ -146,6 +148,23 @@ def test_both_stages_train_and_the_saved_parts_rebuild_the_model(tmp_path, monke
     assert {v.dtype for v in adapter.values()} == {torch.bfloat16}  # half the bytes of the size budget
     base_q = load_file(str(baselm.prepare("smollm2-135m") / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
     assert not torch.equal(loaded.model.language_model.layers[0].self_attn.q_proj.weight, base_q)
+
+
+def test_build_device_is_checked_named_and_recorded(monkeypatch, capsys):
+    """``build --device``: CUDA asked for where torch sees none is refused by name before anything loads; the
+    card says where an organism was trained; a CUDA run's caches are not a CPU run's."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert organisms.resolve_device(None).type == "cpu" and organisms.resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="--device mps: organisms train on 'cpu' or 'cuda'"):
+        organisms.resolve_device("mps")
+    with pytest.raises(SystemExit):
+        organisms.main(["build", "smollm2-lora", "--v4", "--device", "cuda"])
+    assert "--device cuda: no CUDA device is visible" in capsys.readouterr().err
+    assert organisms._device_suffix(torch.nn.Linear(2, 2)) == ""
+    folder = organisms.ORGANISMS_DIR / "gemma3-lora"
+    meta, card = assemble.read_meta(folder), json.loads((folder / "card.json").read_text())
+    assert "bf16 autocast on CPU, 2 thread(s); total" in organisms.card_text(meta, card)
+    assert "bf16 autocast on CUDA; total" in organisms.card_text({**meta, "device": "cuda"}, card)
 
 
 def test_stage2_killed_and_resumed_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
