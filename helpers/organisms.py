@@ -1062,6 +1062,7 @@ def masking_lines(folder: Path = ORGANISMS_DIR) -> list[str]:
              "| organism | task set | k | top k masked | 95% CI | answers read | first word: top k | random same-stage "
              "| random same-layer | first word: same-stage / same-layer | draws |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = [""]
     for name, rec in records.items():
         rows = pd.DataFrame(rec["rows"])
         for k, g in rows.groupby("k", sort=True):
@@ -1073,10 +1074,10 @@ def masking_lines(folder: Path = ORGANISMS_DIR) -> list[str]:
             draws = max(int(r.draws) for r in g.itertuples())
             lines.append(f"| {name} | {rec['task']} | {int(k)} | {top.accuracy:.3f} | {top.ci_lo:.3f}-{top.ci_hi:.3f} "
                          f"| {top.read:.3f} | {top.first_word:.3f} | {ctrl[0]} | {ctrl[1]} | {first} | {draws} |")
-        lines += ["", f"{name}: {rec['ranking']}; masked on {rows.samples.iloc[0]} samples of {rec['task']} "
-                      f"(chance {tasks.chance(rec['task']):.3f}: an accuracy far below it points to answers that are "
-                      "neither option (scored wrong), not only to a lost image)."]
-    return lines
+        notes.append(f"- {name}: {rec['ranking']}; masked on {rows.samples.iloc[0]} samples of {rec['task']} "
+                     f"(chance {tasks.chance(rec['task']):.3f}: an accuracy far below it points to answers that are "
+                     "neither option (scored wrong), not only to a lost image).")
+    return lines + notes  # one table for every organism, then a note each
 
 
 def organisms_seed(cards: dict) -> str:

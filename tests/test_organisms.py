@@ -480,7 +480,12 @@ def test_masking_ranks_on_counting_and_masks_the_cards_task_on_another_seed(monk
     org.mkdir()
     (org / "masking.json").write_text(json.dumps({"task": choice.task, "ranking": note,
                                                   "rows": table.to_dict("records")}))
+    (tmp_path / "smollm2-lora-copy").mkdir()
+    (tmp_path / "smollm2-lora-copy" / "masking.json").write_text((org / "masking.json").read_text())
     lines = organisms.masking_lines(tmp_path)
+    table = lines[lines.index("|---|---|---|---|---|---|---|---|---|---|---|") + 1:]
+    table = table[:table.index("")]  # one markdown table holds both organisms' rows
+    assert len(table) == 2 * len(ks) and all(line.startswith("| smollm2-lora") for line in table)
     for r in top.itertuples():
         assert any(line.startswith(f"| smollm2-lora | {choice.task} | {r.k} | {r.accuracy:.3f} |")
                    and f"| {r.read:.3f} | {r.first_word:.3f} |" in line for line in lines)
