@@ -533,9 +533,10 @@ def leading_answer(text: str, answer_type: str) -> str | None:
     """The answer ``text`` opens with, in the gold answer's form, whatever follows it; else None.
 
     Unlike :func:`normalise`, which reads a whole output, this looks only at its first word of Latin letters
-    or digits (other characters before and after it are skipped): ``"Yes答案No"`` → ``"yes"``, ``"B) red"`` → ``"B"``, ``"3 cats"`` → ``"3"``,
-    ``"Nothing"`` → None. It separates a model that still picks the right option but no longer stops
-    (masked heads that break the answer format) from one that picks the wrong option.
+    or digits (other characters before and after it are skipped): ``"Yes答案No"`` → ``"yes"``,
+    ``"B) red"`` → ``"B"``, ``"3 cats"`` → ``"3"``, ``"Nothing"`` → None. It separates a model that still picks
+    the right option but no longer stops (masked heads that break the answer format) from one that picks the
+    wrong option.
     """
     if answer_type not in _LEADING:
         raise ValueError(f"unknown answer_type {answer_type!r}: one of {sorted(_LEADING)}")

@@ -340,8 +340,9 @@ def answers(model: Any, processor: Any, samples: Sequence[data.Sample], *, heads
     Returns one row per sample: ``sample_id``, ``question_kind``, ``prompt_kind``, ``prediction``, ``correct``
     (:func:`helpers.data.is_correct`), ``read`` and ``first_word_correct`` (:func:`helpers.data.answer_form`:
     whether the scorer reads an answer at all, and whether the first word is the gold answer, so that a broken
-    answer format can be told from a wrong choice). ``mode``: see :func:`helpers.capture.mask_heads`; ``mode="mean"``: mean
-    ablation with ``means`` (:func:`reference_means`; when None, the means over ``samples`` themselves).
+    answer format can be told from a wrong choice). ``mode``: see :func:`helpers.capture.mask_heads`;
+    ``mode="mean"``: mean ablation with ``means`` (:func:`reference_means`; when None, the means over ``samples``
+    themselves).
     """
     samples = list(samples)
     parts = []

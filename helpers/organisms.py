@@ -461,11 +461,6 @@ class Checkpoints:
                 old.unlink()
 
 
-def on_model(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An :func:`encode` batch on the model's device, ``pixel_values`` in its dtype (:func:`helpers.extract.to_model`)."""
-    return extract.to_model(model, batch)
-
-
 def resolve_device(device: str | None) -> torch.device:
     """``device`` as a torch device; None: CUDA when visible, else CPU. Asking for CUDA without it is an error."""
     if device is None:
@@ -506,7 +501,7 @@ def _train(model: Any, processor: Any, params: list[dict], steps: int, make: Cal
     for step in range(state["step"], steps):
         for g, lr in zip(opt.param_groups, base, strict=True):
             g["lr"] = lr * cosine_lr(step, steps, warmup)
-        batch = on_model(model, encode(processor, template, make(step), label_end=label_end))
+        batch = extract.to_model(model, encode(processor, template, make(step), label_end=label_end))
         with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16):
             loss = answer_loss(model, batch, per_example=per_example)
         opt.zero_grad()
@@ -726,7 +721,7 @@ def alignment_check(model: Any, processor: Any, template: str, *, n: int = 16, s
     and with a blank image: a large gap means the image tokens carry what the captions name."""
     examples = caption_examples(seed, 0, n)
     blank_ones = [Example(Image.new("RGB", e.image.size, scenes.BACKGROUND), e.prompt, e.answer) for e in examples]
-    losses = {f"caption_loss_{name}": answer_loss(model, on_model(model, encode(processor, template, chosen)))
+    losses = {f"caption_loss_{name}": answer_loss(model, extract.to_model(model, encode(processor, template, chosen)))
               for name, chosen in (("scene", examples), ("blank", blank_ones))}
     return {name: round(loss.item(), 4) for name, loss in losses.items()}
 
