@@ -49,10 +49,9 @@ the answer prior's loss (0.69-0.72) from step 100 to step 275, where it was stop
 the end-of-turn token only where the LM trains (``end_label="when_lm_trains"``; SmolLM2-Instruct already
 ends its turns, so its recipes keep ``"always"`` and share v2's stage 1).
 
-Committed (``data/organisms``; each ``organism.json`` records its recipe): gemma3-lora, gemma3-frozen and
-smollm2-lora are recipe v4's; smollm2-frozen is still v1's, until it is retrained with v4. The v4 swap was
-decided by a rule written before any v4 frozen-LM result was seen: move if each v4 LoRA organism's dev-seed mean
-accuracy is not below its predecessor's.
+Committed (``data/organisms``; each ``organism.json`` records its recipe): all four organisms are recipe v4's.
+The v4 swap was decided by a rule written before any v4 frozen-LM result was seen: move if each v4 LoRA
+organism's dev-seed mean accuracy is not below its predecessor's.
 
 Loss: next-token cross-entropy on the answer and the end-of-turn token only, logits computed only where
 the loss needs them (Gemma's 262k vocabulary). Mixed precision: bf16 autocast on CPU (about 3x faster
