@@ -86,7 +86,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import ablation, assemble, baselm, capture, data, extract, layout, metrics, scenes, selection, tasks
-from .env import DATA_DIR, REPO_ROOT
+from .env import DATA_DIR, REPO_ROOT, default_device
 from .models import TEMPLATES, load, spec_from_config
 from .selection import toy_models
 
@@ -462,9 +462,10 @@ class Checkpoints:
 
 def resolve_device(device: str | None) -> torch.device:
     """``device`` as a torch device; None: CUDA when visible, else CPU. Asking for CUDA without it is an error."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(default_device() if device is None else device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {device}: not a torch device ({err}); pass cpu or cuda") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA device is visible to torch "
                          f"(torch {torch.__version__}); pass --device cpu or leave --device out")
@@ -720,9 +721,9 @@ def alignment_check(model: Any, processor: Any, template: str, *, n: int = 16, s
     and with a blank image: a large gap means the image tokens carry what the captions name."""
     examples = caption_examples(seed, 0, n)
     blank_ones = [Example(Image.new("RGB", e.image.size, scenes.BACKGROUND), e.prompt, e.answer) for e in examples]
-    losses = {f"caption_loss_{name}": answer_loss(model, extract.to_model(model, encode(processor, template, chosen)))
-              for name, chosen in (("scene", examples), ("blank", blank_ones))}
-    return {name: round(loss.item(), 4) for name, loss in losses.items()}
+    def loss(chosen: list[Example]) -> float:
+        return round(answer_loss(model, extract.to_model(model, encode(processor, template, chosen))).item(), 4)
+    return {"caption_loss_scene": loss(examples), "caption_loss_blank": loss(blank_ones)}
 
 
 def attention_statistics(model: Any, processor: Any, samples: Sequence[data.Sample], *, batch_size: int = 8
